@@ -1,0 +1,1 @@
+"""Data preparation: synthetic videos, annotation files, and FFCV frame shards."""

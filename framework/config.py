@@ -1,0 +1,170 @@
+"""Typed configuration: dataclasses validated in __post_init__, composed by Hydra from configs/.
+
+`load_config(overrides)` is the one entry point; every mistake a user can make in a config comes out of
+it as a ConfigError with a one-line message, before any heavy work starts.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+CONFIG_DIR = Path(os.environ.get("VT_CONFIG_DIR", Path(__file__).resolve().parents[1] / "configs"))
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _require(ok: bool, msg: str) -> None:
+    if not ok:
+        raise ConfigError(msg)
+
+
+@dataclass
+class DataConfig:
+    root: str = "data/demo"  # folder with manifest.json and the shards
+    train_split: str = "train"
+    eval_split: str = "test"
+    batch_size: int = 2  # sequences per rank per step
+    seq_len: int = 16  # consecutive frames per sequence (the truncated-BPTT window)
+    shuffle: bool = True  # shuffle the order of videos every epoch
+    num_workers: int = 1
+
+    def __post_init__(self):
+        _require(self.batch_size >= 1, f"data.batch_size must be >= 1, got {self.batch_size}")
+        _require(self.seq_len >= 1, f"data.seq_len must be >= 1, got {self.seq_len}")
+        _require(self.num_workers >= 1, f"data.num_workers must be >= 1, got {self.num_workers}")
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "resnet18"
+    norm: str = "gn"
+    pretrained: Optional[str] = None  # local file, or torchvision:<Weights.NAME> (needs internet)
+    head: str = "lstm"  # lstm | linear (frame-only baseline)
+    hidden: int = 128
+    layers: int = 1
+    dropout: float = 0.0
+    frame_chunk: Optional[int] = None  # frames per backbone call; seq_len must be a multiple of it
+
+    def __post_init__(self):
+        from .models.backbone import RESNETS
+        from .models.heads import HEADS
+
+        _require(self.backbone in RESNETS, f"model.backbone={self.backbone!r}: choose one of {list(RESNETS)}")
+        _require(self.head in HEADS, f"model.head={self.head!r}: choose one of {list(HEADS)}")
+        _require(self.norm == "gn", f"model.norm={self.norm!r}: only 'gn' is available (BN leaks across frames)")
+        _require(0 <= self.dropout < 1, f"model.dropout must be in [0, 1), got {self.dropout}")
+        _require(self.frame_chunk is None or self.frame_chunk >= 1, "model.frame_chunk must be >= 1")
+
+
+@dataclass
+class DeepSpeedConfig:
+    zero_stage: int = 0
+    bf16: bool = False
+    grad_clip: float = 1.0  # 0 disables clipping
+    grad_accum: int = 1
+
+    def __post_init__(self):
+        _require(self.zero_stage in (0, 1, 2, 3), f"deepspeed.zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
+        _require(self.grad_clip >= 0, f"deepspeed.grad_clip must be >= 0, got {self.grad_clip}")
+        _require(self.grad_accum >= 1, f"deepspeed.grad_accum must be >= 1, got {self.grad_accum}")
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = 100
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    optimizer: str = "adamw"  # adamw | sgd
+    warmup_steps: int = 10
+    checkpoint_every: int = 50  # steps; a checkpoint is also written at the end
+    log_every: int = 10
+    resume: str = "auto"  # auto (latest checkpoint in the run folder, if any) | none | <checkpoint folder>
+    eval: bool = True  # evaluate on data.eval_split at the end
+
+    def __post_init__(self):
+        _require(self.max_steps >= 1, f"trainer.max_steps must be >= 1, got {self.max_steps}")
+        _require(self.lr > 0, f"trainer.lr must be > 0, got {self.lr}")
+        _require(self.optimizer in ("adamw", "sgd"), f"trainer.optimizer={self.optimizer!r}: adamw or sgd")
+        _require(self.checkpoint_every >= 1, "trainer.checkpoint_every must be >= 1")
+        _require(self.log_every >= 1, "trainer.log_every must be >= 1")
+        _require(0 <= self.warmup_steps, "trainer.warmup_steps must be >= 0")
+
+
+@dataclass
+class MlflowConfig:
+    enabled: bool = True
+    tracking_uri: Optional[str] = None  # None: sqlite store in the run folder
+    experiment: str = "video-training"
+    run_name: Optional[str] = None
+
+
+@dataclass
+class LoggingConfig:
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    console: bool = True
+
+
+@dataclass
+class Config:
+    name: str = "default"
+    run_dir: str = "runs/default"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    def __post_init__(self):
+        chunk = self.model.frame_chunk
+        _require(chunk is None or self.data.seq_len % chunk == 0,
+                 f"data.seq_len={self.data.seq_len} is not a multiple of model.frame_chunk={chunk}")
+
+    @property
+    def run_path(self) -> Path:
+        return Path(self.run_dir)
+
+
+def _register() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="schema", node=Config)
+
+
+def load_config(overrides: list[str] = (), config_name: str = "config"):
+    """Compose configs/<config_name>.yaml with Hydra overrides → (validated Config, resolved DictConfig)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    _register()
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            raw = compose(config_name=config_name, overrides=list(overrides))
+        OmegaConf.resolve(raw)
+        cfg = OmegaConf.to_object(raw)
+    except ConfigError:
+        raise
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(_one_line(e)) from None
+    except ValueError as e:  # __post_init__ errors reach us wrapped by OmegaConf in some versions
+        raise ConfigError(str(e)) from None
+    return cfg, raw
+
+
+def _one_line(e: BaseException) -> str:
+    """Hydra wraps the OmegaConf error that says what is wrong; OmegaConf adds lines of internals.
+    Keep the innermost sentence and the key it is about."""
+    while e.__cause__ is not None:
+        e = e.__cause__
+    if isinstance(e, ConfigError):
+        return str(e)
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    msg = lines[0] if lines else type(e).__name__
+    key = getattr(e, "full_key", None)
+    return f"{key}: {msg}" if key and key not in msg else msg

@@ -1,0 +1,83 @@
+"""The one place that knows ranks and the launch environment: torchrun, SLURM, or a single process.
+
+A partial environment (say RANK without WORLD_SIZE) is an error, not a guess: silently training as rank 0
+of 1 on each of 8 GPUs is the classic way to waste a night.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from dataclasses import dataclass
+
+TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+SLURM_VARS = ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_JOB_NODELIST")
+
+
+class EnvironmentError_(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    rank: int
+    world_size: int
+    local_rank: int
+    master_addr: str
+    master_port: int
+    launcher: str  # torchrun | slurm | single
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def detect(environ=os.environ) -> DistEnv:
+    present = [v for v in TORCHRUN_VARS if v in environ]
+    if present:
+        missing = [v for v in TORCHRUN_VARS if v not in environ]
+        if missing:
+            raise EnvironmentError_(f"partial torchrun environment: {present} set but {missing} missing")
+        return DistEnv(int(environ["RANK"]), int(environ["WORLD_SIZE"]), int(environ["LOCAL_RANK"]),
+                       environ["MASTER_ADDR"], int(environ["MASTER_PORT"]), "torchrun")
+    if "SLURM_PROCID" in environ and int(environ.get("SLURM_NTASKS", "1")) > 1:
+        missing = [v for v in SLURM_VARS if v not in environ]
+        if missing:
+            raise EnvironmentError_(f"partial SLURM environment: {missing} missing")
+        port = int(environ.get("MASTER_PORT", 20000 + int(environ.get("SLURM_JOB_ID", "0")) % 20000))
+        return DistEnv(int(environ["SLURM_PROCID"]), int(environ["SLURM_NTASKS"]), int(environ["SLURM_LOCALID"]),
+                       _first_host(environ["SLURM_JOB_NODELIST"]), port, "slurm")
+    return DistEnv(0, 1, 0, "127.0.0.1", free_port(), "single")
+
+
+def _first_host(nodelist: str) -> str:
+    try:
+        out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
+                             check=True).stdout
+        return out.split()[0]
+    except (OSError, subprocess.CalledProcessError, IndexError):
+        return nodelist.split(",")[0]  # a plain single host name needs no expansion
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init_distributed(env: DistEnv) -> str:
+    """Start the process group DeepSpeed will use: NCCL with GPUs, gloo on CPU. Returns the device."""
+    import deepspeed
+    import torch
+
+    os.environ.update(RANK=str(env.rank), WORLD_SIZE=str(env.world_size), LOCAL_RANK=str(env.local_rank),
+                      MASTER_ADDR=env.master_addr, MASTER_PORT=str(env.master_port))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(env.local_rank)
+        backend, device = "nccl", f"cuda:{env.local_rank}"
+    else:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        backend, device = "gloo", "cpu"
+    if not torch.distributed.is_initialized():
+        deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False)
+    return device

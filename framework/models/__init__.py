@@ -1,0 +1,3 @@
+from .model import VideoModel, build_model
+
+__all__ = ["VideoModel", "build_model"]

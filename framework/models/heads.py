@@ -1,0 +1,63 @@
+"""Temporal heads with a carried state.
+
+Contract shared by every head (the relay and the trainer rely on nothing else):
+    state = head.initial_state(batch_size, device, dtype)
+    outputs, new_state = head(features [B, T, D], state, reset [B] bool)
+`reset[b]` zeroes the state of sequence b before it is used (a new video starts there). Running a
+sequence in chunks, carrying new_state into the next call, equals running it whole.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+State = tuple[torch.Tensor, ...] | None
+
+
+def reset_state(state: State, reset: torch.Tensor) -> State:
+    """Zero the state of the sequences flagged in `reset`; state tensors are [layers, B, H]."""
+    if state is None:
+        return None
+    keep = (~reset).to(state[0].dtype)[None, :, None]
+    return tuple(s * keep for s in state)
+
+
+def detach_state(state: State) -> State:
+    return None if state is None else tuple(s.detach() for s in state)
+
+
+class LSTMHead(nn.Module):
+    def __init__(self, in_dim: int, num_classes: int, hidden: int = 128, layers: int = 1, dropout: float = 0.0):
+        super().__init__()
+        self.hidden, self.layers = hidden, layers
+        self.lstm = nn.LSTM(in_dim, hidden, num_layers=layers, batch_first=True,
+                            dropout=dropout if layers > 1 else 0.0)
+        self.drop = nn.Dropout(dropout)
+        self.classifier = nn.Linear(hidden, num_classes)
+
+    def initial_state(self, batch_size: int, device=None, dtype=torch.float32) -> State:
+        z = torch.zeros(self.layers, batch_size, self.hidden, device=device, dtype=dtype)
+        return (z, z.clone())
+
+    def forward(self, features, state, reset):
+        h, c = reset_state(state, reset)
+        out, (h, c) = self.lstm(features, (h, c))
+        return self.classifier(self.drop(out)), (h, c)
+
+
+class LinearHead(nn.Module):
+    """Frame-only baseline: no state, so no temporal context at all."""
+
+    def __init__(self, in_dim: int, num_classes: int, dropout: float = 0.0, **_):
+        super().__init__()
+        self.drop = nn.Dropout(dropout)
+        self.classifier = nn.Linear(in_dim, num_classes)
+
+    def initial_state(self, batch_size: int, device=None, dtype=torch.float32) -> State:
+        return None
+
+    def forward(self, features, state, reset):
+        return self.classifier(self.drop(features)), None
+
+
+HEADS = {"lstm": LSTMHead, "linear": LinearHead}

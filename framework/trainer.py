@@ -1,0 +1,143 @@
+"""The Trainer: fit() reads as the list of steps a run takes."""
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from . import checkpoint
+from .data.loader import SequenceBatch, SequenceLoader
+from .engine import build_engine
+from .env import DistEnv
+from .evaluate import EvalResult, evaluate, timeline_plot
+from .models import build_model
+from .models.heads import detach_state
+from .tracking import build_tracker, flatten
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean over the valid frames; padding past a video's end counts for nothing."""
+    losses = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), reduction="none")
+    mask = valid.flatten().float()
+    return (losses * mask).sum() / mask.sum().clamp(min=1)
+
+
+class Trainer:
+    def __init__(self, cfg, raw_cfg, env: DistEnv, device: str):
+        self.cfg, self.env, self.device = cfg, env, device
+        seed_everything(cfg.seed)  # identical initial weights on every rank
+        d = cfg.data
+        self.loader = SequenceLoader(d.root, d.train_split, env.rank, env.world_size, d.batch_size, d.seq_len,
+                                     seed=cfg.seed, shuffle=d.shuffle, num_workers=d.num_workers)
+        self.labels = self.loader.manifest.labels
+        self.engine = build_engine(build_model(cfg.model, len(self.labels)), cfg)
+        self.state = self.engine.module.initial_state(d.batch_size, device=device)  # carried across batches
+        self.step = 0
+        self.run_dir = cfg.run_path
+        self.tracker = build_tracker(cfg, env.is_main)
+        self.raw_cfg = raw_cfg
+
+    # -- the run -----------------------------------------------------------------------------
+    def fit(self) -> dict:
+        self.resume()
+        self.log_config()
+        bar = tqdm(total=self.cfg.trainer.max_steps, initial=self.step, desc="train", disable=not self.env.is_main,
+                   dynamic_ncols=True)
+        window = []
+        for batch in self.batches():
+            window.append(self.train_step(batch))
+            self.step += 1
+            bar.update(1)
+            if self.step % self.cfg.trainer.log_every == 0:
+                self.log_train(window, bar)
+                window = []
+            if self.step % self.cfg.trainer.checkpoint_every == 0 or self.step == self.cfg.trainer.max_steps:
+                self.save()
+            if self.step >= self.cfg.trainer.max_steps:
+                break
+        bar.close()
+        results = self.evaluate().metrics if self.cfg.trainer.eval else {}
+        self.tracker.close()
+        return results
+
+    def batches(self):
+        while True:  # epochs
+            yield from self.loader
+
+    def train_step(self, batch: SequenceBatch) -> dict:
+        batch = batch.to(self.device)
+        logits, new_state = self.engine(batch.frames, self.state, batch.starts)
+        loss = masked_cross_entropy(logits, batch.labels, batch.valid)
+        self.engine.backward(loss)
+        self.engine.step()
+        self.state = detach_state(new_state)  # truncated BPTT: the state goes on, its gradient stops here
+        correct = ((logits.argmax(-1) == batch.labels) & batch.valid).sum()
+        return {"loss": loss.item(), "correct": correct.item(), "frames": batch.valid.sum().item()}
+
+    # -- logging -----------------------------------------------------------------------------
+    def log_config(self) -> None:
+        if not self.env.is_main:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        path = self.run_dir / "config.yaml"
+        OmegaConf.save(self.raw_cfg, path)
+        self.tracker.log_params(flatten(OmegaConf.to_container(self.raw_cfg)))
+        self.tracker.log_artifact(path)
+
+    def log_train(self, window: list[dict], bar) -> None:
+        frames = max(1, sum(w["frames"] for w in window))
+        metrics = {"train/loss": float(np.mean([w["loss"] for w in window])),
+                   "train/accuracy": sum(w["correct"] for w in window) / frames,
+                   "train/lr": self.engine.get_lr()[0], "train/epoch": self.loader.epoch}
+        bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", acc=f"{metrics['train/accuracy']:.3f}")
+        self.tracker.log_metrics(metrics, self.step)
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def save(self) -> None:
+        rank_state = {"rng": checkpoint.rng_state(), "loader": self.loader.state_dict(), "state": self.state}
+        path = checkpoint.save(self.engine, self.run_dir, self.step, self.env.rank, rank_state,
+                               shared={"step": self.step})
+        self.tracker.set_tags({"last_checkpoint": path.resolve()})
+
+    def resume(self) -> None:
+        found = checkpoint.resolve_resume(self.cfg.trainer.resume, self.run_dir)
+        if found is None:
+            return
+        rank_state, shared = checkpoint.load(self.engine, *found, self.env.rank)
+        self.step = shared["step"]
+        self.loader.load_state_dict(rank_state["loader"])
+        self.state = rank_state["state"]
+        checkpoint.set_rng_state(rank_state["rng"])
+        if self.env.is_main:
+            print(f"resumed from {found[0] / found[1]} at step {self.step}")
+
+    # -- evaluation --------------------------------------------------------------------------
+    def evaluate(self) -> EvalResult:
+        d = self.cfg.data
+        loader = SequenceLoader(d.root, d.eval_split, self.env.rank, self.env.world_size, d.batch_size,
+                                d.seq_len, shuffle=False, num_workers=d.num_workers)
+        result = evaluate(self.engine.module, loader, self.device)
+        if self.env.is_main:
+            write_eval(result, self.run_dir, self.tracker, self.step)
+        return result
+
+
+def write_eval(result: EvalResult, run_dir: Path, tracker, step: int) -> None:
+    (run_dir / "eval.json").write_text(json.dumps(result.metrics, indent=1))
+    timeline_plot(result, run_dir / "eval_timeline.png")
+    tracker.log_metrics({f"eval/{k}": v for k, v in result.metrics.items()}, step)
+    for name in ("eval.json", "eval_timeline.png"):
+        tracker.log_artifact(run_dir / name)

@@ -1,0 +1,1 @@
+"""Launchers: they start training processes and never train themselves."""
