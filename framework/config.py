@@ -168,3 +168,16 @@ def _one_line(e: BaseException) -> str:
     msg = lines[0] if lines else type(e).__name__
     key = getattr(e, "full_key", None)
     return f"{key}: {msg}" if key and key not in msg else msg
+
+
+def load_saved_config(path: Path, overrides: list[str] = ()):
+    """The resolved config a run saved in <run_dir>/config.yaml, validated again, with dotted overrides."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        raw = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path),
+                              OmegaConf.from_dotlist(list(overrides)))
+        return OmegaConf.to_object(raw), raw
+    except OmegaConfBaseException as e:
+        raise ConfigError(_one_line(e)) from None

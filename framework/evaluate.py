@@ -65,10 +65,10 @@ def frame_metrics(videos: dict, num_classes: int) -> dict:
 
 
 def evaluate(model, loader, device) -> EvalResult:
-    manifest = loader.manifest
     videos = gather(predict(model, loader, device))
-    named = {manifest.videos[v].id: lp for v, lp in sorted(videos.items())}
-    return EvalResult(frame_metrics(videos, len(manifest.labels)), manifest.labels, named)
+    named = {loader.videos[v].id: lp for v, lp in sorted(videos.items())}
+    labels = loader.manifest.labels
+    return EvalResult(frame_metrics(videos, len(labels)), labels, named)
 
 
 def timeline_plot(result: EvalResult, path, max_videos: int = 8) -> None:

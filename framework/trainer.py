@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import random
-import time
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,13 @@ def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, valid: torc
     return (losses * mask).sum() / mask.sum().clamp(min=1)
 
 
+def progress_bar(total: int, initial: int, enabled: bool) -> tqdm:
+    """A live bar on a terminal; in a log file (SLURM, CI) one line every 30 s instead of a flood."""
+    live = sys.stderr.isatty()
+    return tqdm(total=total, initial=initial, desc="train", disable=not enabled, dynamic_ncols=live,
+                mininterval=0.1 if live else 30.0)
+
+
 class Trainer:
     def __init__(self, cfg, raw_cfg, env: DistEnv, device: str):
         self.cfg, self.env, self.device = cfg, env, device
@@ -54,10 +61,11 @@ class Trainer:
     def fit(self) -> dict:
         self.resume()
         self.log_config()
-        bar = tqdm(total=self.cfg.trainer.max_steps, initial=self.step, desc="train", disable=not self.env.is_main,
-                   dynamic_ncols=True)
+        bar = progress_bar(self.cfg.trainer.max_steps, self.step, self.env.is_main)
         window = []
         for batch in self.batches():
+            if self.step >= self.cfg.trainer.max_steps:  # e.g. resuming a run that had finished
+                break
             window.append(self.train_step(batch))
             self.step += 1
             bar.update(1)
@@ -66,8 +74,6 @@ class Trainer:
                 window = []
             if self.step % self.cfg.trainer.checkpoint_every == 0 or self.step == self.cfg.trainer.max_steps:
                 self.save()
-            if self.step >= self.cfg.trainer.max_steps:
-                break
         bar.close()
         results = self.evaluate().metrics if self.cfg.trainer.eval else {}
         self.tracker.close()
@@ -104,6 +110,9 @@ class Trainer:
                    "train/lr": self.engine.get_lr()[0], "train/epoch": self.loader.epoch}
         bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", acc=f"{metrics['train/accuracy']:.3f}")
         self.tracker.log_metrics(metrics, self.step)
+        if self.env.is_main:  # a local copy that survives any tracking-server trouble
+            with open(self.run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps({"step": self.step, **metrics}) + "\n")
 
     # -- checkpoints -------------------------------------------------------------------------
     def save(self) -> None:

@@ -1,0 +1,45 @@
+# make demo | make test | make bench — each sets up what it needs (a .venv, pinned packages, apt packages).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+APT_PACKAGES := libturbojpeg0-dev libopencv-dev pkg-config
+DEMO_RUN ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
+export OMP_NUM_THREADS ?= 1
+export DS_ACCELERATOR ?= cpu
+
+.PHONY: demo test bench setup apt clean
+
+setup: $(STAMP)
+
+# FFCV compiles against libturbojpeg and OpenCV
+apt:
+	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
+		echo "installing $(APT_PACKAGES)"; \
+		$(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
+	fi
+
+$(STAMP): setup.py | apt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip wheel setuptools
+	# torch first and pinned: an unpinned resolve drags in the newest CUDA build (several GB)
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+data/demo/manifest.json: | $(STAMP)
+	$(BIN)/vt-prep synthetic --out data/demo
+
+demo: $(STAMP) data/demo/manifest.json
+	$(BIN)/vt-launch --nproc 2 experiment=demo run_dir=$(DEMO_RUN)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+bench: $(STAMP) data/demo/manifest.json
+	$(BIN)/python bench/step_time.py --out docs/BENCHMARKS.md
+
+clean:
+	rm -rf data/demo

@@ -1,0 +1,31 @@
+import pytest
+
+from framework.env import EnvironmentError_, detect
+
+
+def test_torchrun_environment():
+    env = detect({"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "MASTER_ADDR": "node1", "MASTER_PORT": "29500"})
+    assert (env.rank, env.world_size, env.local_rank, env.master_addr, env.master_port, env.launcher) == \
+        (1, 4, 1, "node1", 29500, "torchrun")
+
+
+def test_partial_torchrun_environment_is_refused():
+    with pytest.raises(EnvironmentError_, match="WORLD_SIZE"):
+        detect({"RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "x", "MASTER_PORT": "1"})
+
+
+def test_slurm_environment():
+    env = detect({"SLURM_PROCID": "3", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1", "SLURM_JOB_NODELIST": "gpu17",
+                  "SLURM_JOB_ID": "1234"})
+    assert (env.rank, env.world_size, env.local_rank, env.master_addr, env.launcher) == (3, 8, 1, "gpu17", "slurm")
+    assert env.master_port == 20000 + 1234
+
+
+def test_partial_slurm_environment_is_refused():
+    with pytest.raises(EnvironmentError_, match="SLURM_LOCALID"):
+        detect({"SLURM_PROCID": "0", "SLURM_NTASKS": "2", "SLURM_JOB_NODELIST": "n1"})
+
+
+def test_single_process():
+    env = detect({})
+    assert (env.rank, env.world_size, env.launcher) == (0, 1, "single")
