@@ -75,7 +75,7 @@ class DeepSpeedConfig:
 
 @dataclass
 class TrainerConfig:
-    max_steps: int = 100
+    max_steps: int = 100  # batches (micro-steps); the optimizer steps every deepspeed.grad_accum of them
     lr: float = 1e-3
     weight_decay: float = 1e-4
     optimizer: str = "adamw"  # adamw | sgd

@@ -44,7 +44,9 @@ def build_engine(model: torch.nn.Module, cfg):
     import deepspeed
 
     optimizer = make_optimizer(model, cfg.trainer)
-    scheduler = warmup_cosine(optimizer, cfg.trainer.warmup_steps, cfg.trainer.max_steps)
+    # the schedule advances once per optimizer step; trainer.max_steps counts batches
+    accum = cfg.deepspeed.grad_accum
+    scheduler = warmup_cosine(optimizer, cfg.trainer.warmup_steps // accum, cfg.trainer.max_steps // accum)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
                                            config=ds_config(cfg))
     return engine

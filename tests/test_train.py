@@ -99,3 +99,20 @@ def test_resume_after_kill_is_bitwise_identical(trained, tiny_data, tmp_path):
     assert want.keys() == got.keys()
     for name in want:
         assert torch.equal(want[name], got[name]), name
+
+
+@pytest.mark.parametrize("options", [
+    ["deepspeed.zero_stage=1"],
+    ["deepspeed.zero_stage=2", "deepspeed.bf16=true", "deepspeed.grad_accum=2"],
+])
+def test_engine_options_train(tiny_data, tmp_path, options):
+    """ZeRO stages, bf16 and gradient accumulation come from the config and train on 2 gloo processes."""
+    run_dir = tmp_path / "run"
+    proc = run_training(tiny_overrides(tiny_data, run_dir, "trainer.max_steps=6", "trainer.eval=false",
+                                       "logging.mlflow.enabled=false", *options))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    losses = [json.loads(line)["train/loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert len(losses) == 6 and all(0 < x < 10 for x in losses)
+    weights = final_weights(run_dir)
+    if "deepspeed.bf16=true" in options:
+        assert all(w.dtype == torch.bfloat16 for w in weights.values() if w.is_floating_point())

@@ -1,0 +1,104 @@
+"""Manifest: the JSON file beside the shards that describes videos, shards and the label space."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+
+MANIFEST_NAME = "manifest.json"
+VERSION = 1
+
+
+class ManifestError(ValueError):
+    pass
+
+
+@dataclass
+class VideoEntry:
+    id: str
+    split: str
+    shard: str  # shard file name, relative to the data root
+    start: int  # first sample index of this video inside its shard
+    num_frames: int
+    fps: float
+    source: str  # source video, relative to the data root
+
+
+@dataclass
+class ShardEntry:
+    name: str
+    split: str
+    num_samples: int
+    size: int
+    sha256: str
+
+
+@dataclass
+class Manifest:
+    labels: list[str]
+    videos: list[VideoEntry] = field(default_factory=list)
+    shards: list[ShardEntry] = field(default_factory=list)
+    version: int = VERSION
+
+    def split(self, name: str) -> list[VideoEntry]:
+        videos = [v for v in self.videos if v.split == name]
+        if not videos:
+            known = sorted({v.split for v in self.videos})
+            raise ManifestError(f"split {name!r} has no videos (splits in the manifest: {known})")
+        return videos
+
+    def shard(self, name: str) -> ShardEntry:
+        for s in self.shards:
+            if s.name == name:
+                return s
+        raise ManifestError(f"shard {name!r} is not listed in the manifest")
+
+    def save(self, root: Path) -> Path:
+        path = Path(root) / MANIFEST_NAME
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=1))
+        tmp.replace(path)  # atomic: a killed writer never leaves half a manifest
+        return path
+
+    @classmethod
+    def load(cls, root: Path) -> "Manifest":
+        path = Path(root) / MANIFEST_NAME
+        if not path.is_file():
+            raise ManifestError(f"no {MANIFEST_NAME} in {root} (build shards with `vt-prep shards`)")
+        raw = json.loads(path.read_text())
+        if raw.get("version") != VERSION:
+            raise ManifestError(f"{path}: manifest version {raw.get('version')} is not {VERSION}")
+        m = cls(labels=raw["labels"], videos=[VideoEntry(**v) for v in raw["videos"]],
+                shards=[ShardEntry(**s) for s in raw["shards"]])
+        for name in [v.shard for v in m.videos] + [v.source for v in m.videos] + [s.name for s in m.shards]:
+            check_relative(name)
+        return m
+
+
+def check_relative(name: str) -> None:
+    """Paths in a manifest are relative to the data root and may not escape it."""
+    p = PurePosixPath(name)
+    if p.is_absolute() or ".." in p.parts:
+        raise ManifestError(f"manifest path {name!r} must be relative to the data root, without '..'")
+
+
+def sha256(path: Path, block: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_shard(root: Path, entry: ShardEntry, full: bool = False) -> Path:
+    """Refuse a shard whose size (or, with full=True, checksum) differs from the manifest."""
+    path = Path(root) / entry.name
+    if not path.is_file():
+        raise ManifestError(f"shard {entry.name} is missing from {root}")
+    if path.stat().st_size != entry.size:
+        raise ManifestError(f"shard {entry.name} has {path.stat().st_size} bytes, the manifest says "
+                            f"{entry.size}: it is truncated or was rewritten; rebuild it with `vt-prep shards`")
+    if full and sha256(path) != entry.sha256:
+        raise ManifestError(f"shard {entry.name} fails its sha256 check: it is corrupt")
+    return path

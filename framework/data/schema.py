@@ -1,0 +1,38 @@
+"""The one shard schema, shared by the writer (data_prep) and the reader (framework.data).
+
+One FFCV sample per frame. Field order matters to FFCV: the writer's tuples and the reader's
+pipelines are both built from FIELDS so they cannot drift apart.
+"""
+from __future__ import annotations
+
+FIELDS = ("image", "video", "frame", "time", "label")
+
+
+def writer_fields(jpeg_quality: int = 90, raw: bool = False) -> dict:
+    from ffcv.fields import FloatField, IntField, RGBImageField
+
+    image = RGBImageField(write_mode="raw" if raw else "jpg", jpeg_quality=jpeg_quality)
+    return {
+        "image": image,
+        "video": IntField(),  # index into Manifest.videos
+        "frame": IntField(),  # index of the sampled frame within its video
+        "time": FloatField(),  # presentation time in seconds
+        "label": IntField(),  # index into Manifest.labels
+    }
+
+
+def reader_pipelines() -> dict:
+    from ffcv.fields.basics import FloatDecoder, IntDecoder
+    from ffcv.fields.rgb_image import SimpleRGBImageDecoder
+    from ffcv.transforms import ToTensor
+
+    def scalar(decoder):
+        return [decoder(), ToTensor()]
+
+    return {
+        "image": [SimpleRGBImageDecoder(), ToTensor()],
+        "video": scalar(IntDecoder),
+        "frame": scalar(IntDecoder),
+        "time": scalar(FloatDecoder),
+        "label": scalar(IntDecoder),
+    }
