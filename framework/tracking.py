@@ -30,7 +30,7 @@ class MlflowTracker(Tracker):
         self.client = MlflowClient(tracking_uri=self.uri)
         self.record = run_dir / "mlflow_run.json"
         self.run_id = self._reattach() or self._create(cfg.experiment, cfg.run_name or run_name, run_dir)
-        self.ui_command = (f"mlflow ui --backend-store-uri {self.uri} --host 127.0.0.1 --port 5000"
+        self.ui_command = (f"{mlflow_executable()} ui --backend-store-uri {self.uri} --host 127.0.0.1 --port 5000"
                            if self.uri.startswith("sqlite") else f"open {self.uri}")
 
     def _reattach(self) -> str | None:
@@ -73,6 +73,14 @@ class MlflowTracker(Tracker):
 
     def close(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status=status)
+
+
+def mlflow_executable() -> str:
+    """The mlflow next to this Python (the project's venv), so the printed command works without activating it."""
+    import sys
+
+    candidate = Path(sys.executable).parent / "mlflow"
+    return str(candidate) if candidate.is_file() else "mlflow"
 
 
 def git_commit() -> str:

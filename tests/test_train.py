@@ -48,7 +48,8 @@ def test_run_reports_accuracy_checkpoints_and_dashboard(trained):
     run_dir, proc = trained
     assert "held-out frame accuracy:" in proc.stdout
     assert f"checkpoints: {run_dir / 'checkpoints'}" in proc.stdout
-    assert f"mlflow ui --backend-store-uri sqlite:///{run_dir / 'mlflow.db'}" in proc.stdout
+    assert f"{Path(sys.executable).parent / 'mlflow'} ui --backend-store-uri sqlite:///{run_dir / 'mlflow.db'}" \
+        in proc.stdout
     metrics = json.loads((run_dir / "eval.json").read_text())
     assert metrics["videos"] == 2 and 0 <= metrics["accuracy"] <= 1
     assert (run_dir / "eval_timeline.png").stat().st_size > 1000
@@ -116,3 +117,20 @@ def test_engine_options_train(tiny_data, tmp_path, options):
     weights = final_weights(run_dir)
     if "deepspeed.bf16=true" in options:
         assert all(w.dtype == torch.bfloat16 for w in weights.values() if w.is_floating_point())
+
+
+def test_vt_eval_reproduces_the_runs_own_evaluation(trained):
+    """Evaluating the final checkpoint again, in one process, gives the metrics the 2-process run wrote."""
+    run_dir, _ = trained
+    proc = subprocess.run([sys.executable, "-m", "framework.eval", str(run_dir)], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    printed = json.loads(proc.stdout[proc.stdout.rindex("{\n"):])
+    assert printed == json.loads((run_dir / "eval.json").read_text())
+
+
+def test_vt_eval_refuses_a_folder_that_is_not_a_run(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "framework.eval", str(tmp_path)], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"vt-eval: error: {tmp_path} is not a run folder (no config.yaml)"
