@@ -43,10 +43,13 @@ class ModelConfig:
     backbone: str = "resnet18"
     norm: str = "gn"
     pretrained: Optional[str] = None  # local file, or torchvision:<Weights.NAME> (needs internet)
-    head: str = "lstm"  # lstm | linear (frame-only baseline)
+    head: str = "lstm"  # lstm | gru | tcn | transformer | linear (frame-only baseline)
     hidden: int = 128
-    layers: int = 1
+    layers: int = 1  # recurrent layers; dilated layers per TCN stage; transformer layers
     dropout: float = 0.0
+    stages: int = 2  # tcn: refinement stages (MS-TCN)
+    attention_heads: int = 4  # transformer
+    window: int = 64  # transformer: frames of memory
     frame_chunk: Optional[int] = None  # frames per backbone call; seq_len must be a multiple of it
 
     def __post_init__(self):
@@ -58,6 +61,10 @@ class ModelConfig:
         _require(self.norm == "gn", f"model.norm={self.norm!r}: only 'gn' is available (BN leaks across frames)")
         _require(0 <= self.dropout < 1, f"model.dropout must be in [0, 1), got {self.dropout}")
         _require(self.frame_chunk is None or self.frame_chunk >= 1, "model.frame_chunk must be >= 1")
+        _require(self.hidden >= 1 and self.layers >= 1 and self.stages >= 1 and self.window >= 1,
+                 "model.hidden, model.layers, model.stages and model.window must be >= 1")
+        _require(self.head != "transformer" or self.hidden % self.attention_heads == 0,
+                 f"model.hidden={self.hidden} must be a multiple of model.attention_heads={self.attention_heads}")
 
 
 @dataclass

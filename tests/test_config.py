@@ -48,3 +48,15 @@ def test_launcher_fails_once_before_starting_processes():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["config error: data.sequence: Key 'sequence' not in 'DataConfig'"]
+
+
+@pytest.mark.parametrize("model, head", [("resnet18_gru", "gru"), ("resnet18_tcn", "tcn"),
+                                         ("resnet18_transformer", "transformer")])
+def test_head_configs_compose(model, head):
+    cfg, _ = load_config([f"model={model}"])
+    assert cfg.model.head == head and cfg.model.backbone == "resnet18"
+
+
+def test_transformer_width_must_split_into_heads():
+    with pytest.raises(ConfigError, match="multiple of model.attention_heads=4"):
+        load_config(["model=resnet18_transformer", "model.hidden=30"])

@@ -14,12 +14,17 @@ from torch import nn
 State = tuple[torch.Tensor, ...] | None
 
 
-def reset_state(state: State, reset: torch.Tensor) -> State:
-    """Zero the state of the sequences flagged in `reset`; state tensors are [layers, B, H]."""
+def reset_state(state: State, reset: torch.Tensor, batch_dim: int = 1) -> State:
+    """Zero the state of the sequences flagged in `reset` (B along `batch_dim` of every state tensor)."""
     if state is None:
         return None
-    keep = (~reset).to(state[0].dtype)[None, :, None]
-    return tuple(s * keep for s in state)
+
+    def keep(s: torch.Tensor) -> torch.Tensor:
+        shape = [1] * s.ndim
+        shape[batch_dim] = -1
+        return (~reset).view(shape).to(s.dtype)
+
+    return tuple(s * keep(s) for s in state)
 
 
 def detach_state(state: State) -> State:
@@ -45,10 +50,27 @@ class LSTMHead(nn.Module):
         return self.classifier(self.drop(out)), (h, c)
 
 
+class GRUHead(nn.Module):
+    def __init__(self, in_dim: int, num_classes: int, hidden: int = 128, layers: int = 1, dropout: float = 0.0):
+        super().__init__()
+        self.hidden, self.layers = hidden, layers
+        self.gru = nn.GRU(in_dim, hidden, num_layers=layers, batch_first=True, dropout=dropout if layers > 1 else 0.0)
+        self.drop = nn.Dropout(dropout)
+        self.classifier = nn.Linear(hidden, num_classes)
+
+    def initial_state(self, batch_size: int, device=None, dtype=torch.float32) -> State:
+        return (torch.zeros(self.layers, batch_size, self.hidden, device=device, dtype=dtype),)
+
+    def forward(self, features, state, reset):
+        (h,) = reset_state(state, reset)
+        out, h = self.gru(features, h)
+        return self.classifier(self.drop(out)), (h,)
+
+
 class LinearHead(nn.Module):
     """Frame-only baseline: no state, so no temporal context at all."""
 
-    def __init__(self, in_dim: int, num_classes: int, dropout: float = 0.0, **_):
+    def __init__(self, in_dim: int, num_classes: int, dropout: float = 0.0):
         super().__init__()
         self.drop = nn.Dropout(dropout)
         self.classifier = nn.Linear(in_dim, num_classes)
@@ -60,4 +82,8 @@ class LinearHead(nn.Module):
         return self.classifier(self.drop(features)), None
 
 
-HEADS = {"lstm": LSTMHead, "linear": LinearHead}
+from .tcn import CausalTCNHead  # noqa: E402
+from .transformer import CausalTransformerHead  # noqa: E402
+
+HEADS = {"lstm": LSTMHead, "gru": GRUHead, "tcn": CausalTCNHead, "transformer": CausalTransformerHead,
+         "linear": LinearHead}

@@ -41,5 +41,14 @@ class VideoModel(nn.Module):
 def build_model(cfg, num_classes: int) -> VideoModel:
     """cfg: a ModelConfig."""
     backbone, dim = build_backbone(cfg.backbone, cfg.norm, cfg.pretrained)
-    head = HEADS[cfg.head](dim, num_classes, hidden=cfg.hidden, layers=cfg.layers, dropout=cfg.dropout)
+    head = HEADS[cfg.head](dim, num_classes, **head_options(cfg))
     return VideoModel(backbone, dim, head, cfg.frame_chunk)
+
+
+def head_options(cfg) -> dict:
+    """The ModelConfig fields each head takes."""
+    if cfg.head == "linear":
+        return {"dropout": cfg.dropout}
+    common = {"hidden": cfg.hidden, "layers": cfg.layers, "dropout": cfg.dropout}
+    extra = {"tcn": {"stages": cfg.stages}, "transformer": {"heads": cfg.attention_heads, "window": cfg.window}}
+    return {**common, **extra.get(cfg.head, {})}
