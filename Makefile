@@ -39,7 +39,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
 bench: $(STAMP) data/demo/manifest.json
-	$(BIN)/python bench/step_time.py --out docs/BENCHMARKS.md
+	$(BIN)/python -m bench.step_time --out docs/BENCHMARKS.md
 
 clean:
 	rm -rf data/demo
