@@ -27,6 +27,7 @@ setup(
             "vt-train=framework.train:main",
             "vt-eval=framework.eval:main",
             "vt-launch=launch.local:main",
+            "vt-probe=framework.probe:main",
         ]
     },
 )

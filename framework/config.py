@@ -41,7 +41,8 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     backbone: str = "resnet18"
-    norm: str = "gn"
+    norm: str = "gn"  # bn | frozen_bn | gn | ln | none (see framework/models/norm.py)
+    allow_batchnorm: bool = False  # accept norm=bn's leak across frames and videos
     pretrained: Optional[str] = None  # local file, or torchvision:<Weights.NAME> (needs internet)
     head: str = "lstm"  # lstm | gru | tcn | transformer | linear (frame-only baseline)
     hidden: int = 128
@@ -58,7 +59,10 @@ class ModelConfig:
 
         _require(self.backbone in RESNETS, f"model.backbone={self.backbone!r}: choose one of {list(RESNETS)}")
         _require(self.head in HEADS, f"model.head={self.head!r}: choose one of {list(HEADS)}")
-        _require(self.norm == "gn", f"model.norm={self.norm!r}: only 'gn' is available (BN leaks across frames)")
+        from .models.norm import LEAK_EXPLANATION, POLICIES
+
+        _require(self.norm in POLICIES, f"model.norm={self.norm!r}: choose one of {list(POLICIES)}")
+        _require(self.norm != "bn" or self.allow_batchnorm, f"model.norm=bn: {LEAK_EXPLANATION}")
         _require(0 <= self.dropout < 1, f"model.dropout must be in [0, 1), got {self.dropout}")
         _require(self.frame_chunk is None or self.frame_chunk >= 1, "model.frame_chunk must be >= 1")
         _require(self.hidden >= 1 and self.layers >= 1 and self.stages >= 1 and self.window >= 1,

@@ -26,7 +26,8 @@ def test_frame_only_ablation_composes():
     ("model.frame_chunk=5", "data.seq_len=16 is not a multiple of model.frame_chunk=5"),
     ("model=nope", "Could not find 'model/nope'"),
     ("model.head=transformerz", "model.head='transformerz': choose one of"),
-    ("model.norm=bn", "BN leaks across frames"),
+    ("model.norm=bn", "model.norm=bn: the model has trainable BatchNorm layers"),
+    ("model.norm=batch", "model.norm='batch': choose one of"),
     ("trainer.lr=-1", "trainer.lr must be > 0"),
 ])
 def test_bad_config_is_one_clear_line(override, message):

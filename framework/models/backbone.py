@@ -1,4 +1,4 @@
-"""Per-frame CNN backbones without batch-dependent normalisation."""
+"""Per-frame CNN backbones (torchvision ResNets) under a normalisation policy (see norm.py)."""
 from __future__ import annotations
 
 import math
@@ -7,28 +7,25 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .norm import convert_norm, refuse_batchnorm
+
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
 
 
-def gn_groups(channels: int, max_groups: int = 32) -> int:
-    """Largest divisor of `channels` not above max_groups (32 as in Wu & He; 64-channel stems get 32)."""
-    return max(g for g in range(1, max_groups + 1) if channels % g == 0)
-
-
-def group_norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(gn_groups(channels), channels)
-
-
-def build_backbone(name: str, norm: str = "gn", pretrained: str | None = None) -> tuple[nn.Module, int]:
-    """A torchvision ResNet with GroupNorm instead of BatchNorm, classifier removed. Returns (module, dim)."""
+def build_backbone(name: str, norm: str = "gn", pretrained: str | None = None,
+                   allow_batchnorm: bool = False) -> tuple[nn.Module, int]:
+    """A torchvision ResNet, its BatchNorm converted by the norm policy, classifier removed. Returns
+    (module, dim). Built with BatchNorm first so that pretrained BN weights and statistics load; the
+    conversion then keeps them (affine for gn/ln, affine and statistics for frozen_bn)."""
     import torchvision
 
     if name not in RESNETS:
         raise ValueError(f"unknown backbone {name!r}; choose one of {RESNETS}")
-    norm_layer = {"gn": group_norm}[norm]
-    net = getattr(torchvision.models, name)(weights=None, norm_layer=norm_layer)
+    net = getattr(torchvision.models, name)(weights=None)
     if pretrained:
         load_pretrained(net, pretrained)
+    convert_norm(net, norm)
+    refuse_batchnorm(net, allow_batchnorm)
     dim = net.fc.in_features
     net.fc = nn.Identity()
     return net, dim
@@ -37,8 +34,8 @@ def build_backbone(name: str, norm: str = "gn", pretrained: str | None = None) -
 def load_pretrained(net: nn.Module, source: str) -> None:
     """Load weights from a local file (a state_dict, or a checkpoint with a 'state_dict'/'model' entry) or,
     for users with internet, from torchvision's hub as `torchvision:<WEIGHTS_ENUM>` (e.g.
-    `torchvision:ResNet50_Weights.IMAGENET1K_V2`). BatchNorm running statistics have no place in a GN model
-    and are skipped; BN affine weights map onto the GN affine weights of the same name."""
+    `torchvision:ResNet50_Weights.IMAGENET1K_V2`). Weights and BN statistics load into the BN layers,
+    before the norm policy converts them."""
     if source.startswith("torchvision:"):
         import torchvision
 

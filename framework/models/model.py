@@ -40,7 +40,7 @@ class VideoModel(nn.Module):
 
 def build_model(cfg, num_classes: int) -> VideoModel:
     """cfg: a ModelConfig."""
-    backbone, dim = build_backbone(cfg.backbone, cfg.norm, cfg.pretrained)
+    backbone, dim = build_backbone(cfg.backbone, cfg.norm, cfg.pretrained, cfg.allow_batchnorm)
     head = HEADS[cfg.head](dim, num_classes, **head_options(cfg))
     return VideoModel(backbone, dim, head, cfg.frame_chunk)
 
