@@ -1,0 +1,163 @@
+"""Sequence-parallel hidden-state relay.
+
+world = DP × SP. The SP ranks of a group hold consecutive chunks of the same sequences (rank r of the group
+holds chunk r). Every rank runs the expensive backbone on its own chunk in parallel; the cheap temporal head
+then runs as a relay: its state comes from rank r−1 (rank 0 of the group: the state carried from the previous
+batch), and its new state goes to rank r+1.
+
+handoff="detached": states travel forward only — truncated BPTT at chunk boundaries.
+handoff="exact": ∂loss/∂state also travels back r+1 → r, so every parameter gets the gradient a single process
+holding the whole sequence would get.
+
+Why the head's backward is `torch.autograd.grad` and not `engine.backward`: DeepSpeed reduces gradients with
+hooks that fire during backward, and the relay's backward is sequential (rank r waits for r+1). If each rank ran
+engine.backward at its own moment, ranks would enter gradient collectives in different orders and deadlock.
+Instead the head's backward touches no `.grad`; then every rank runs one `engine.backward` on a surrogate
+whose gradient is exactly the relayed one (features·∂L/∂features + Σ params·∂L/∂params), so all ranks issue the
+same collectives in the same order.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Topology:
+    rank: int
+    world: int
+    sp: int
+
+    def __post_init__(self):
+        if self.sp < 1 or self.world % self.sp:
+            raise ValueError(f"sequence parallel size sp={self.sp} must divide the world size {self.world}")
+
+    @property
+    def dp(self) -> int:
+        return self.world // self.sp
+
+    @property
+    def sp_rank(self) -> int:
+        return self.rank % self.sp
+
+    @property
+    def dp_rank(self) -> int:
+        return self.rank // self.sp
+
+    @property
+    def first(self) -> int:
+        return self.rank - self.sp_rank
+
+    @property
+    def last(self) -> int:
+        return self.first + self.sp - 1
+
+    @property
+    def prev(self) -> int | None:
+        return self.rank - 1 if self.sp_rank > 0 else None
+
+    @property
+    def next(self) -> int | None:
+        return self.rank + 1 if self.sp_rank < self.sp - 1 else None
+
+
+def sp_groups(topo: Topology):
+    """This rank's SP process group (every rank must create every group, in the same order)."""
+    if topo.sp == 1:
+        return None
+    mine = None
+    for g in range(topo.dp):
+        group = dist.new_group(list(range(g * topo.sp, (g + 1) * topo.sp)))
+        mine = group if g == topo.dp_rank else mine
+    return mine
+
+
+def send(tensors, dst: int) -> None:
+    for t in tensors:
+        dist.send(t.detach().contiguous(), dst)
+
+
+def recv(like, src: int) -> tuple[torch.Tensor, ...]:
+    out = tuple(torch.empty_like(t) for t in like)
+    for t in out:
+        dist.recv(t, src)
+    return out
+
+
+@dataclass
+class RelayResult:
+    outputs: torch.Tensor  # the head's outputs on this rank's chunk (detached)
+    loss: torch.Tensor  # this rank's share of the group's loss (detached)
+    surrogate: torch.Tensor  # backward this (times sp, see `backward_scale`) to get the relayed gradients
+    carried: tuple | None  # state to carry into the next batch (meaningful on the group's first rank)
+
+
+class Relay:
+    def __init__(self, head: torch.nn.Module, topo: Topology, handoff: str = "exact"):
+        if handoff not in ("exact", "detached"):
+            raise ValueError(f"handoff must be 'exact' or 'detached', got {handoff!r}")
+        self.head, self.topo, self.handoff = head, topo, handoff
+
+    @property
+    def backward_scale(self) -> int:
+        """DeepSpeed averages gradients over the whole world; the SP ranks' shares must add, not average."""
+        return self.topo.sp
+
+    def step(self, features: torch.Tensor, carried, reset: torch.Tensor, loss_fn) -> RelayResult:
+        """features: this rank's backbone output [B, T, D], still attached to the backbone's graph.
+        carried: the state from the previous batch (used by the group's first rank). loss_fn(outputs) must
+        return this rank's share of the group's loss (normalised by the frames of the whole group)."""
+        topo, exact = self.topo, self.handoff == "exact"
+        feats = features.detach().requires_grad_(True)
+        template = self.head.initial_state(features.shape[0], device=features.device, dtype=features.dtype)
+        if topo.prev is None:
+            state_in = tuple(s.detach() for s in carried) if carried is not None else template
+        else:
+            state_in = recv(template, topo.prev)
+            state_in = tuple(s.requires_grad_(exact) for s in state_in)
+        outputs, state_out = self.head(feats, state_in, reset)
+        loss = loss_fn(outputs)
+        if topo.next is not None and state_out is not None:
+            send(state_out, topo.next)
+        grads = self._head_backward(feats, state_in, state_out, loss, template)
+        g_feats, g_params = grads[0], grads[1:]
+        surrogate = (features * g_feats).sum()
+        for p, g in zip(self.head.parameters(), g_params):
+            if g is not None:
+                surrogate = surrogate + (p * g).sum()
+        return RelayResult(outputs.detach(), loss.detach(), surrogate, self._carry(state_out, template))
+
+    def _head_backward(self, feats, state_in, state_out, loss, template):
+        topo, exact = self.topo, self.handoff == "exact"
+        roots, seeds = [loss], [torch.ones_like(loss)]
+        if exact and topo.next is not None and state_out is not None:
+            # integer-like state (a transformer's frame count) carries no gradient
+            pairs = [(s, g) for s, g in zip(state_out, recv(template, topo.next)) if s.requires_grad]
+            roots += [s for s, _ in pairs]
+            seeds += [g for _, g in pairs]
+        params = list(self.head.parameters())
+        wrt = [feats, *params]
+        relay_back = exact and topo.prev is not None and state_in is not None
+        if relay_back:
+            wrt += list(state_in)
+        grads = torch.autograd.grad(roots, wrt, seeds, allow_unused=True)
+        if relay_back:
+            g_state = [torch.zeros_like(s) if g is None else g for s, g in zip(state_in, grads[1 + len(params):])]
+            send(g_state, topo.prev)
+        return grads[:1 + len(params)]
+
+    def _carry(self, state_out, template):
+        """The group's last rank holds the state at the end of the sequence: hand it to the first rank."""
+        topo = self.topo
+        if state_out is None:
+            return None
+        if topo.sp == 1:
+            return tuple(s.detach() for s in state_out)
+        if topo.sp_rank == topo.sp - 1:
+            send(state_out, topo.first)
+            return None
+        if topo.sp_rank == 0:
+            return recv(template, topo.last)
+        return None

@@ -1,0 +1,126 @@
+"""Run under torchrun: relay gradients == single-process gradients, through a real DeepSpeed engine.
+
+    torchrun --standalone --nproc_per_node N tests/relay_check.py SP
+
+For every head × handoff × ZeRO stage, two consecutive batches (the second starts from the carried state) go
+through the relay and a DeepSpeed backward; each step's reduced gradient is read with safe_get_full_grad. The
+reference is one process holding every sequence whole (exact handoff) or cut at the same chunk boundaries with
+the state detached (truncated BPTT), evaluated at the same weights. Prints one JSON line per case on rank 0;
+exits 1 if any relative error exceeds the tolerance.
+"""
+import copy
+import json
+import os
+import sys
+
+import deepspeed
+from deepspeed.utils import safe_get_full_grad
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from framework.config import Config, DataConfig, DeepSpeedConfig, ModelConfig
+from framework.engine import ds_config
+from framework.env import detect, init_distributed
+from framework.models import build_model
+from framework.models.heads import detach_state
+from framework.relay import Relay, Topology, sp_groups
+
+B, T, SIZE, CLASSES, TOL = 2, 4, 16, 3, 1e-5
+HEADS = {"lstm": {"layers": 2}, "gru": {"layers": 1}, "tcn": {"layers": 3, "stages": 2},
+         "transformer": {"layers": 2, "window": 3, "attention_heads": 2}}
+
+
+def batch_data(step: int, topo: Topology):
+    """All sequences of all DP groups, whole: frames [DP·B, SP·T, H, W, 3], labels, valid (a padded tail)."""
+    g = torch.Generator().manual_seed(100 + step)
+    frames = torch.randint(0, 256, (topo.dp * B, topo.sp * T, SIZE, SIZE, 3), generator=g, dtype=torch.uint8)
+    labels = torch.randint(0, CLASSES, (topo.dp * B, topo.sp * T), generator=g)
+    valid = torch.ones_like(labels, dtype=torch.bool)
+    valid[0, -3:] = False  # a video that ends before the chunk does
+    return frames, labels, valid
+
+
+def mean_ce(logits, labels, valid, normaliser):
+    ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
+    return (ce * valid.flatten()).sum() / normaliser
+
+
+def reference_grads(model, frames, labels, valid, state, topo, handoff, reset):
+    """One process: DP groups' mean of each group's frame-mean loss; exact or chunk-truncated BPTT."""
+    feats = model.features(frames)
+    outs = []
+    for c in range(topo.sp):
+        part = feats[:, c * T:(c + 1) * T]
+        out, state = model.head(part, state, reset if c == 0 else torch.zeros_like(reset))
+        state = detach_state(state) if handoff == "detached" else state
+        outs.append(out)
+    logits = torch.cat(outs, 1)
+    loss = sum(mean_ce(logits[g * B:(g + 1) * B], labels[g * B:(g + 1) * B], valid[g * B:(g + 1) * B],
+                       valid[g * B:(g + 1) * B].sum()) for g in range(topo.dp)) / topo.dp
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    return grads, detach_state(state)
+
+
+def check(head: str, handoff: str, zero: int, topo: Topology, group) -> float:
+    torch.manual_seed(0)
+    mcfg = ModelConfig(backbone="resnet18", head=head, hidden=8, **HEADS[head])
+    model = build_model(mcfg, CLASSES)
+    reference = copy.deepcopy(model)
+    cfg = Config(data=DataConfig(batch_size=B, seq_len=T), model=mcfg,
+                 deepspeed=DeepSpeedConfig(zero_stage=zero, grad_clip=0.0))
+    engine, *_ = deepspeed.initialize(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=1.0),
+                                      config=ds_config(cfg))
+    relay = Relay(engine.module.head, topo, handoff)
+    rows = slice(topo.dp_rank * B, (topo.dp_rank + 1) * B)
+    cols = slice(topo.sp_rank * T, (topo.sp_rank + 1) * T)
+    carried, ref_state = None, reference.initial_state(topo.dp * B)
+    worst = 0.0
+    for step in range(2):
+        frames, labels, valid = batch_data(step, topo)
+        reset = torch.full((B,), step == 0 and topo.sp_rank == 0)
+        ref_reset = torch.full((topo.dp * B,), step == 0)
+        reference.load_state_dict(engine.module.state_dict())
+        ref, ref_state = reference_grads(reference, frames, labels, valid, ref_state, topo, handoff, ref_reset)
+
+        normaliser = valid[rows, cols].sum().float()
+        if group is not None:
+            dist.all_reduce(normaliser, group=group)
+        local_labels, local_valid = labels[rows, cols], valid[rows, cols]
+        feats = engine.module.features(frames[rows, cols])
+        result = relay.step(feats, carried, reset,
+                            lambda out: mean_ce(out, local_labels, local_valid, normaliser))
+        engine.backward(result.surrogate * relay.backward_scale)
+        for p, r in zip(engine.module.parameters(), ref):
+            g = safe_get_full_grad(p)  # the reduced gradient, whatever the ZeRO stage partitioned
+            worst = max(worst, ((g - r).norm() / r.norm().clamp(min=1e-12)).item())
+        engine.step()
+        carried = result.carried
+    engine.destroy()
+    return worst
+
+
+def main() -> int:
+    torch.set_num_threads(1)
+    env = detect()
+    init_distributed(env)
+    topo = Topology(env.rank, env.world_size, int(sys.argv[1]))
+    group = sp_groups(topo)
+    stages = [int(z) for z in os.environ.get("RELAY_ZERO", "0,1,2").split(",")]
+    failed = False
+    for head in HEADS:
+        for handoff in ("exact", "detached"):
+            for zero in stages:
+                err = check(head, handoff, zero, topo, group)
+                errs = [None] * topo.world
+                dist.all_gather_object(errs, err)
+                failed |= max(errs) > TOL
+                if env.rank == 0:
+                    print(json.dumps({"head": head, "handoff": handoff, "zero": zero, "dp": topo.dp, "sp": topo.sp,
+                                      "max_rel_err": max(errs)}), flush=True)
+    dist.barrier()
+    return int(failed)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
