@@ -6,7 +6,6 @@ inputs for the last W frames, plus how many of them are real (after a reset, non
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
