@@ -83,7 +83,8 @@ class Trainer:
         while True:  # epochs
             yield from self.loader
 
-    def train_step(self, batch: SequenceBatch) -> dict:
+    def train_step(self, batch: SequenceBatch) -> torch.Tensor:
+        """One batch; returns [loss, correct frames, valid frames]."""
         batch = batch.to(self.device)
         logits, new_state = self.engine(batch.frames, self.state, batch.starts)
         loss = masked_cross_entropy(logits, batch.labels, batch.valid)
@@ -91,7 +92,8 @@ class Trainer:
         self.engine.step()
         self.state = detach_state(new_state)  # truncated BPTT: the state goes on, its gradient stops here
         correct = ((logits.argmax(-1) == batch.labels) & batch.valid).sum()
-        return {"loss": loss.item(), "correct": correct.item(), "frames": batch.valid.sum().item()}
+        # one tensor, read once per logging window: an .item() here would stall the GPU every step
+        return torch.stack([loss.detach().float(), correct.float(), batch.valid.sum().float()])
 
     # -- logging -----------------------------------------------------------------------------
     def log_config(self) -> None:
@@ -103,10 +105,10 @@ class Trainer:
         self.tracker.log_params(flatten(OmegaConf.to_container(self.raw_cfg)))
         self.tracker.log_artifact(path)
 
-    def log_train(self, window: list[dict], bar) -> None:
-        frames = max(1, sum(w["frames"] for w in window))
-        metrics = {"train/loss": float(np.mean([w["loss"] for w in window])),
-                   "train/accuracy": sum(w["correct"] for w in window) / frames,
+    def log_train(self, window: list[torch.Tensor], bar) -> None:
+        loss, correct, frames = torch.stack(window).sum(0).tolist()
+        metrics = {"train/loss": loss / len(window),
+                   "train/accuracy": correct / max(1.0, frames),
                    "train/lr": self.engine.get_lr()[0], "train/epoch": self.loader.epoch}
         bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", acc=f"{metrics['train/accuracy']:.3f}")
         self.tracker.log_metrics(metrics, self.step)
