@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     from framework.config import ConfigError, load_config
 
     try:  # fail in one line here rather than N times in the workers
-        load_config(overrides)
+        cfg, _ = load_config(overrides)
+        cfg.check_world(args.nproc)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
