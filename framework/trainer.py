@@ -57,7 +57,7 @@ class Trainer:
                                      d.seq_len * self.topo.sp, seed=cfg.seed, shuffle=d.shuffle,
                                      num_workers=d.num_workers)
         self.labels = self.loader.manifest.labels
-        configure_checkpointing(cfg.model.checkpointing)
+        configure_checkpointing(cfg.model.checkpointing, device)
         self.engine = build_engine(build_model(cfg.model, len(self.labels)), cfg)
         self.relay = Relay(self.engine.module.head, self.topo, cfg.trainer.handoff)
         self.state = self.engine.module.initial_state(d.batch_size, device=device)  # carried across batches
