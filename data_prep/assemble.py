@@ -1,0 +1,178 @@
+"""Pack staged videos into size-capped FFCV shards, deterministically, and describe them in the manifest.
+
+Videos go in a fixed order (split, then id) and each shard is written by ONE FFCV writer process: with several
+writer processes FFCV places samples by whichever worker allocates a page first, so the bytes would depend on
+timing. Parallelism comes from writing several shards at once instead.
+"""
+from __future__ import annotations
+
+import contextlib
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from framework.data.manifest import Manifest, ShardEntry, VideoEntry, sha256
+from framework.data.schema import FIELDS, writer_fields
+
+from .align import BACKGROUND
+
+SPLIT_ORDER = ("train", "val", "test")
+SAMPLE_OVERHEAD = 96  # bytes of FFCV metadata + allocation table per sample (for the size cap estimate)
+
+
+@dataclass
+class Staged:
+    """A staged video and where it goes."""
+    id: str
+    split: str
+    kind: str
+    npz: Path
+    meta: dict
+    entry: VideoEntry | None = None
+
+
+@dataclass
+class ShardPlan:
+    name: str
+    split: str
+    videos: list[Staged] = field(default_factory=list)
+
+
+def label_space(staged: list[Staged], given: tuple[str, ...] | None) -> list[str]:
+    """The given names, else every name used: in first-seen order for per-frame phases (workflow order),
+    sorted for clip and segment labels, with the segment background first."""
+    kinds = {s.kind for s in staged}
+    if given is not None:
+        return ([BACKGROUND] if "segments" in kinds and BACKGROUND not in given else []) + list(given)
+    names = list(dict.fromkeys(n for s in staged for n in s.meta["vocab"]))
+    if kinds & {"clip", "segments"}:
+        names = sorted(set(names) - {BACKGROUND})
+        if "segments" in kinds:
+            names = [BACKGROUND] + names
+    return names
+
+
+def plan_shards(staged: list[Staged], shard_bytes: int | None) -> list[ShardPlan]:
+    """Greedy packing in order; a video never straddles two shards (one bigger than the cap gets its own)."""
+    order = {s: i for i, s in enumerate(SPLIT_ORDER)}
+    staged = sorted(staged, key=lambda s: (order.get(s.split, len(order)), s.split, s.id))
+    plans: list[ShardPlan] = []
+    size = 0
+    for video in staged:
+        need = video.meta["bytes"] + SAMPLE_OVERHEAD * video.meta["num_frames"]
+        fresh = not plans or plans[-1].split != video.split
+        if fresh or (shard_bytes and plans[-1].videos and size + need > shard_bytes):
+            plans.append(ShardPlan("", video.split))
+            size = 0
+        plans[-1].videos.append(video)
+        size += need
+    for split in dict.fromkeys(p.split for p in plans):
+        mine = [p for p in plans if p.split == split]
+        for k, p in enumerate(mine):  # a split that fits in one shard keeps the plain name
+            p.name = f"{split}.beton" if len(mine) == 1 else f"{split}-{k:05d}.beton"
+    return plans
+
+
+def build_entries(plans: list[ShardPlan], labels: list[str], fps: float) -> list[VideoEntry]:
+    index = {name: i for i, name in enumerate(labels)}
+    entries = []
+    for plan in plans:
+        start = 0
+        for v in plan.videos:
+            m, job = v.meta, v.meta["job"]
+            v.entry = VideoEntry(
+                id=v.id, split=v.split, shard=plan.name, start=start, num_frames=m["num_frames"], fps=fps,
+                source=job["video"], sha256=m["source"]["sha256"], source_fps=m["source_fps"],
+                duration=m["duration"], height=m["height"], width=m["width"],
+                window=[job["start"], job["end"]] if job["end"] is not None else [],
+                clip_label=index[job["label"]] if job["label"] is not None else -1,
+                segments=[[s, e, index[lab]] for s, e, lab in m["segments"]],
+                tools=(m["tools"] or {}).get("runs", []))
+            entries.append(v.entry)
+            start += m["num_frames"]
+    return entries
+
+
+class _ShardSamples:
+    """The writer's indexable dataset: (staged image, video index, frame, time, label) per sample."""
+
+    def __init__(self, videos: list[Staged], video_index: dict[str, int], labels: list[str]):
+        self.parts = []
+        for v in videos:
+            with np.load(v.npz) as z:
+                arrays = {k: z[k] for k in z.files}
+            lut = np.asarray([labels.index(n) for n in v.meta["vocab"]] + [-1], np.int64)  # -1 → -1
+            self.parts.append((video_index[v.id], arrays, lut[arrays["labels"]], v.meta))
+        self.index = [(p, k) for p, part in enumerate(self.parts) for k in range(part[3]["num_frames"])]
+
+    def __len__(self):
+        return len(self.index)
+
+    def __getitem__(self, i):
+        p, k = self.index[i]
+        vidx, a, labels, meta = self.parts[p]
+        image = (meta["height"], meta["width"], a["data"][a["offsets"][k]:a["offsets"][k + 1]])
+        return image, vidx, k, float(a["times"][k]), int(labels[k])
+
+
+def _put_staged_image(field, destination, image, malloc):
+    """Stands in for RGBImageField.encode: the frame was already encoded (JPEG) or flattened (raw) while
+    staging, in the field's own format, so the bytes are copied as they are."""
+    from ffcv.fields.rgb_image import IMAGE_MODES
+
+    height, width, payload = image
+    destination["mode"] = IMAGE_MODES["raw" if field.write_mode == "raw" else "jpg"]
+    destination["height"], destination["width"] = height, width
+    destination["data_ptr"], storage = malloc(payload.nbytes)
+    storage[:] = payload
+
+
+@contextlib.contextmanager
+def _quiet_ffcv_writer():
+    """FFCV's writer draws its own progress bar per shard; ours covers the whole run."""
+    import ffcv.writer
+    from tqdm import tqdm
+
+    saved = ffcv.writer.tqdm
+    ffcv.writer.tqdm = partial(tqdm, disable=True)
+    try:
+        yield
+    finally:
+        ffcv.writer.tqdm = saved
+
+
+def write_shard(root: Path, plan: ShardPlan, video_index: dict[str, int], labels: list[str],
+                jpeg_quality: int, raw: bool) -> ShardEntry:
+    from ffcv.writer import DatasetWriter
+
+    fields = writer_fields(jpeg_quality, raw)
+    # an instance attribute, not a subclass: FFCV records a field's type by its exact class. It reaches the
+    # writer process by fork (Linux default), which keeps instance attributes.
+    fields["image"].encode = partial(_put_staged_image, fields["image"])
+    samples = _ShardSamples(plan.videos, video_index, labels)
+    path, tmp = Path(root) / plan.name, Path(root) / (plan.name + ".partial")
+    with _quiet_ffcv_writer():
+        DatasetWriter(str(tmp), dict(zip(FIELDS, fields.values())), num_workers=1).from_indexed_dataset(
+            samples, chunksize=256)
+    tmp.replace(path)  # a shard appears whole or not at all
+    return ShardEntry(name=plan.name, split=plan.split, num_samples=len(samples), size=path.stat().st_size,
+                      sha256=sha256(path))
+
+
+def write_all(root: Path, plans: list[ShardPlan], labels: list[str], jpeg_quality: int, raw: bool,
+              workers: int) -> list[ShardEntry]:
+    video_index = {v.id: i for i, v in enumerate(v for p in plans for v in p.videos)}
+    job = partial(write_shard, root, video_index=video_index, labels=labels, jpeg_quality=jpeg_quality, raw=raw)
+    if workers <= 1 or len(plans) <= 1:
+        return [job(p) for p in plans]
+    with ProcessPoolExecutor(min(workers, len(plans))) as pool:
+        return list(pool.map(job, plans))
+
+
+def make_manifest(labels: list[str], plans: list[ShardPlan], shards: list[ShardEntry], prep: dict) -> Manifest:
+    tools = next((v.meta["tools"]["names"] for p in plans for v in p.videos if v.meta["tools"]), [])
+    return Manifest(labels=labels, videos=[v.entry for p in plans for v in p.videos], shards=shards, tools=tools,
+                    prep=prep)
