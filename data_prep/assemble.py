@@ -20,7 +20,15 @@ from framework.data.schema import FIELDS, writer_fields
 from .align import BACKGROUND
 
 SPLIT_ORDER = ("train", "val", "test")
-SAMPLE_OVERHEAD = 96  # bytes of FFCV metadata + allocation table per sample (for the size cap estimate)
+PAGE = 4 * (1 << 21)  # FFCV's default page: data is written in whole pages, and the metadata region is padded
+SAMPLE_OVERHEAD = 64  # bytes of FFCV metadata + allocation table entry per sample
+
+
+def estimated_size(num_samples: int, payload: int) -> int:
+    def pages(n):
+        return -(-n // PAGE) * PAGE
+
+    return pages(4096 + SAMPLE_OVERHEAD * num_samples) + pages(payload)
 
 
 @dataclass
@@ -60,15 +68,15 @@ def plan_shards(staged: list[Staged], shard_bytes: int | None) -> list[ShardPlan
     order = {s: i for i, s in enumerate(SPLIT_ORDER)}
     staged = sorted(staged, key=lambda s: (order.get(s.split, len(order)), s.split, s.id))
     plans: list[ShardPlan] = []
-    size = 0
+    samples = payload = 0
     for video in staged:
-        need = video.meta["bytes"] + SAMPLE_OVERHEAD * video.meta["num_frames"]
-        fresh = not plans or plans[-1].split != video.split
-        if fresh or (shard_bytes and plans[-1].videos and size + need > shard_bytes):
+        more = samples + video.meta["num_frames"], payload + video.meta["bytes"]
+        if (not plans or plans[-1].split != video.split
+                or (shard_bytes and estimated_size(*more) > shard_bytes)):
             plans.append(ShardPlan("", video.split))
-            size = 0
+            more = video.meta["num_frames"], video.meta["bytes"]
         plans[-1].videos.append(video)
-        size += need
+        samples, payload = more
     for split in dict.fromkeys(p.split for p in plans):
         mine = [p for p in plans if p.split == split]
         for k, p in enumerate(mine):  # a split that fits in one shard keeps the plain name
@@ -168,6 +176,8 @@ def write_all(root: Path, plans: list[ShardPlan], labels: list[str], jpeg_qualit
     job = partial(write_shard, root, video_index=video_index, labels=labels, jpeg_quality=jpeg_quality, raw=raw)
     if workers <= 1 or len(plans) <= 1:
         return [job(p) for p in plans]
+    import ffcv.writer  # noqa: F401  imported once here, inherited by the forked workers (the import is slow)
+
     with ProcessPoolExecutor(min(workers, len(plans))) as pool:
         return list(pool.map(job, plans))
 

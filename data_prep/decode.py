@@ -80,12 +80,17 @@ def iter_frames(path: Path, fps: float, size, info: VideoInfo, start: float = 0.
         stream = container.streams.video[0]
         info.source_fps = float(stream.average_rate or 0.0)
         try:
-            yield from _sample(container, stream, Fraction(fps).limit_denominator(1_000_000), resize, info,
+            stopped_early = yield from _sample(container, stream, Fraction(fps).limit_denominator(1_000_000), resize, info,
                                Fraction(start).limit_denominator(1_000_000),
                                None if end is None else Fraction(end).limit_denominator(1_000_000))
         except (av.FFmpegError, EOFError) as e:
             raise DecodeError(f"decoding failed: {_reason(e)}") from e
-        _check_complete(container, stream, info)
+        declared = _declared_duration(container, stream)
+        if stopped_early:  # the window ended before the video: its length is what the header says
+            info.duration = declared or info.duration
+        elif declared and info.duration < declared - max(1.0, 0.05 * declared):
+            # a file cut short often still opens and decodes its first part
+            raise DecodeError(f"truncated: decoded {info.duration:.1f} s of the {declared:.1f} s the header declares")
 
 
 def _sample(container, stream, fps: Fraction, resize: Resize, info: VideoInfo, start: Fraction, end):
@@ -118,7 +123,8 @@ def _sample(container, stream, fps: Fraction, resize: Resize, info: VideoInfo, s
                 yield float(prev_t), cached
             k += 1
         if end is not None and target() >= end:
-            break
+            info.duration = float(t)
+            return True
         prev, prev_t, cached = frame, t, None
     if prev is None:
         raise DecodeError("no decodable frames (empty or truncated video)")
@@ -128,6 +134,7 @@ def _sample(container, stream, fps: Fraction, resize: Resize, info: VideoInfo, s
         cached = cached if cached is not None else convert(prev)
         yield float(prev_t), cached
         k += 1
+    return False
 
 
 def _decode_size(frame, resize: Resize, info: VideoInfo) -> tuple[int, int]:
@@ -138,15 +145,10 @@ def _decode_size(frame, resize: Resize, info: VideoInfo) -> tuple[int, int]:
     return (out_h, out_w) if quarter else (out_w, out_h)
 
 
-def _check_complete(container, stream, info: VideoInfo) -> None:
-    """A file cut short often still opens and decodes its first part: compare with the declared length."""
-    declared = None
+def _declared_duration(container, stream) -> float | None:
     if stream.duration:
-        declared = float(stream.duration * stream.time_base)
-    elif container.duration:
-        declared = container.duration / 1e6
-    if declared and info.duration and info.duration < declared - max(1.0, 0.05 * declared):
-        raise DecodeError(f"truncated: decoded {info.duration:.1f} s of the {declared:.1f} s the header declares")
+        return float(stream.duration * stream.time_base)
+    return container.duration / 1e6 if container.duration else None
 
 
 def _reason(e: Exception) -> str:

@@ -76,7 +76,7 @@ def _build(root: Path, job: Job, spec: StageSpec) -> tuple[dict, dict]:
     info = VideoInfo()
     payloads, times = [], []
     for t, rgb in iter_frames(root / job.video, spec.fps, spec.resize, info, job.start, job.end):
-        payloads.append(_encode(rgb, spec))
+        payloads.append(encode_frame(rgb, spec.raw, spec.jpeg_quality))
         times.append(t)
         shape = rgb.shape
     if not payloads:
@@ -119,13 +119,17 @@ def _labels(root: Path, job: Job, spec: StageSpec, times: np.ndarray, info: Vide
     return names, tools
 
 
-def _encode(rgb: np.ndarray, spec: StageSpec) -> np.ndarray:
-    if spec.raw:
+def encode_frame(rgb: np.ndarray, raw: bool, quality: int) -> np.ndarray:
+    if raw:
         return rgb.reshape(-1)
-    # FFCV's own encoder, so a staged frame is byte-identical to one the FFCV writer would encode itself
-    from ffcv.fields.rgb_image import encode_jpeg
+    # the same OpenCV calls as FFCV's encode_jpeg (a test checks the bytes are identical), without importing
+    # ffcv in every worker: that import (numba) costs seconds per process
+    import cv2
 
-    return encode_jpeg(rgb, spec.jpeg_quality)
+    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [int(cv2.IMWRITE_JPEG_QUALITY), quality])
+    if not ok:
+        raise DecodeError("JPEG encoding failed")
+    return jpeg.reshape(-1)
 
 
 def _source_identity(path: Path, marker: Path) -> dict:
