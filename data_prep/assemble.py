@@ -21,14 +21,17 @@ from .align import BACKGROUND
 
 SPLIT_ORDER = ("train", "val", "test")
 PAGE = 4 * (1 << 21)  # FFCV's default page: data is written in whole pages, and the metadata region is padded
-SAMPLE_OVERHEAD = 64  # bytes of FFCV metadata + allocation table entry per sample
+METADATA, ALLOCATION = 48, 24  # bytes per sample of FFCV's metadata table (our schema) and allocation table
+HEADER = 4096  # header + field descriptors, rounded up
 
 
 def estimated_size(num_samples: int, payload: int) -> int:
+    """Bytes of a shard: the metadata region and the data are each padded to whole pages, the allocation
+    table follows. Exact unless a page's tail cannot hold the next frame (then FFCV opens a new page)."""
     def pages(n):
         return -(-n // PAGE) * PAGE
 
-    return pages(4096 + SAMPLE_OVERHEAD * num_samples) + pages(payload)
+    return pages(HEADER + METADATA * num_samples) + pages(payload) + ALLOCATION * num_samples
 
 
 @dataclass

@@ -47,16 +47,22 @@ def _shard_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ann-fps", type=float, help="rate of frame-indexed annotation rows (default: the video's)")
     p.add_argument("--tolerance", type=float, default=1.0,
                    help="seconds by which labels may be shorter or longer than the video")
-    p.add_argument("--labels", help="file with the allowed label names, one per line (its order = label ids)")
+    p.add_argument("--labels", help="file with the allowed label names, one per line (its order = label ids); "
+                                    "other inputs are skipped as mislabelled")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _spec(a):
+def _in_root(root: Path, name: str) -> Path:
+    """Annotation paths on the command line are relative to the data root (like the manifest's)."""
+    return Path(name) if Path(name).is_absolute() else Path(root) / name
+
+
+def _spec(a, root: Path):
     from .shards import ShardSpec
 
     labels = None
-    if getattr(a, "labels", None):
-        labels = tuple(ln.strip() for ln in Path(a.labels).read_text().splitlines() if ln.strip())
+    if a.labels:
+        labels = tuple(ln.strip() for ln in _in_root(root, a.labels).read_text().splitlines() if ln.strip())
     return ShardSpec(fps=a.fps, size=a.size, short_side=a.short_side, jpeg_quality=a.jpeg_quality, raw=a.raw,
                      workers=a.workers, shard_bytes=a.shard_size, ann_fps=a.ann_fps, tolerance=a.tolerance,
                      labels=labels)
@@ -65,7 +71,7 @@ def _spec(a):
 def _run(root: Path, jobs, problems, a) -> int:
     from .prepare import prepare, print_summary
 
-    spec = _spec(a)
+    spec = _spec(a, root)
     result = prepare(root, jobs, spec.stage_spec(), spec.workers, spec.shard_bytes, problems, not a.quiet)
     print_summary(result, root)
     print(f"report: {root / 'prep_report.json'}")
@@ -78,7 +84,7 @@ def _run(root: Path, jobs, problems, a) -> int:
 def cmd_prepare(a) -> int:
     from .jobs import Layout, discover, read_splits
 
-    splits = read_splits(Path(a.splits)) if a.splits else {}
+    splits = read_splits(_in_root(a.root, a.splits)) if a.splits else {}
     splits.update({vid: "test" for vid in filter(None, a.test.split(","))})
     layout = Layout(videos=a.videos, phases=a.phases, tools=a.tools, clips=a.clips, segments=a.segments,
                     splits=splits)
@@ -114,7 +120,8 @@ def cmd_verify(a) -> int:
 
 
 def _layout_args(p: argparse.ArgumentParser, phases: str | None) -> None:
-    p.add_argument("--root", required=True, help="data root: videos, annotations and the output live here")
+    p.add_argument("--root", required=True, help="data root: videos, annotations and the output live here; "
+                                                 "the paths below are relative to it")
     p.add_argument("--videos", default="videos", help="folder of videos under the root (any container)")
     p.add_argument("--phases", default=phases, help="per-frame label files, a pattern with {id} (Cholec80 style)")
     p.add_argument("--tools", help="tool presence files, a pattern with {id} (Cholec80 tool_annotations style)")
