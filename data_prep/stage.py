@@ -64,6 +64,8 @@ def stage(root: Path, job: Job, spec: StageSpec) -> Outcome:
         return Outcome(job, Problem(job.video, str(e), "decode"))
     except (AnnotationError, OSError, UnicodeDecodeError) as e:
         return Outcome(job, Problem(job.video, str(e), "annotations"))
+    except Exception as e:  # noqa: BLE001  FFmpeg/numpy on exotic input: one video's failure, not the run's
+        return Outcome(job, Problem(job.video, f"unexpected {type(e).__name__}: {e}", "decode"))
     npz.parent.mkdir(parents=True, exist_ok=True)
     _atomic(npz, lambda f: np.savez(f, **arrays))
     meta.update(fingerprint=fingerprint, source=source, npz_sha256=sha256(npz), job=asdict(job))
