@@ -7,6 +7,8 @@ timing. Parallelism comes from writing several shards at once instead.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from framework.data.manifest import Manifest, ShardEntry, VideoEntry, sha256
+from framework.data.manifest import Manifest, ManifestError, ShardEntry, VideoEntry, check_shard, sha256
 from framework.data.schema import FIELDS, writer_fields
 
 from .align import BACKGROUND
@@ -173,16 +175,46 @@ def write_shard(root: Path, plan: ShardPlan, video_index: dict[str, int], labels
                       sha256=sha256(path))
 
 
-def write_all(root: Path, plans: list[ShardPlan], labels: list[str], jpeg_quality: int, raw: bool,
-              workers: int) -> list[ShardEntry]:
-    video_index = {v.id: i for i, v in enumerate(v for p in plans for v in p.videos)}
-    job = partial(write_shard, root, video_index=video_index, labels=labels, jpeg_quality=jpeg_quality, raw=raw)
-    if workers <= 1 or len(plans) <= 1:
-        return [job(p) for p in plans]
-    import ffcv.writer  # noqa: F401  imported once here, inherited by the forked workers (the import is slow)
+def shard_key(plan: ShardPlan, video_index: dict[str, int], labels: list[str], jpeg_quality: int, raw: bool) -> str:
+    videos = [[video_index[v.id], v.id, v.meta["npz_sha256"]] for v in plan.videos]
+    blob = json.dumps([plan.name, plan.split, labels, jpeg_quality, raw, videos])
+    return hashlib.sha256(blob.encode()).hexdigest()
 
-    with ProcessPoolExecutor(min(workers, len(plans))) as pool:
-        return list(pool.map(job, plans))
+
+def _unchanged(root: Path, previous: ShardEntry | None, key: str) -> bool:
+    if previous is None or previous.key != key:
+        return False
+    try:
+        check_shard(root, previous, full=True)
+        return True
+    except ManifestError:
+        return False
+
+
+def write_all(root: Path, plans: list[ShardPlan], labels: list[str], jpeg_quality: int, raw: bool,
+              workers: int, previous: dict[str, ShardEntry]) -> list[ShardEntry]:
+    """Write every planned shard, except those the previous run already wrote from the same inputs."""
+    video_index = {v.id: i for i, v in enumerate(v for p in plans for v in p.videos)}
+    keys = [shard_key(p, video_index, labels, jpeg_quality, raw) for p in plans]
+    kept = {p.name: previous[p.name] for p, k in zip(plans, keys) if _unchanged(root, previous.get(p.name), k)}
+    todo = [(p, k) for p, k in zip(plans, keys) if p.name not in kept]
+    job = partial(_write_keyed, root, video_index=video_index, labels=labels, jpeg_quality=jpeg_quality, raw=raw)
+    if workers <= 1 or len(todo) <= 1:
+        written = [job(item) for item in todo]
+    else:
+        import ffcv.writer  # noqa: F401  imported once here, inherited by the forked workers (the import is slow)
+
+        with ProcessPoolExecutor(min(workers, len(todo))) as pool:
+            written = list(pool.map(job, todo))
+    kept.update({e.name: e for e in written})
+    return [kept[p.name] for p in plans]
+
+
+def _write_keyed(root, item, **kwargs) -> ShardEntry:
+    plan, key = item
+    entry = write_shard(root, plan, **kwargs)
+    entry.key = key
+    return entry
 
 
 def make_manifest(labels: list[str], plans: list[ShardPlan], shards: list[ShardEntry], prep: dict) -> Manifest:

@@ -80,9 +80,10 @@ def prepare(root: Path, jobs: list[Job], spec: StageSpec, workers: int = 1, shar
         labels = label_space(staged, spec.labels)
         plans = plan_shards(staged, shard_bytes)
         build_entries(plans, labels, spec.fps)
-        shards = write_all(root, plans, labels, spec.jpeg_quality, spec.raw, workers)
+        previous = _previous_shards(root)
+        shards = write_all(root, plans, labels, spec.jpeg_quality, spec.raw, workers, previous)
         manifest = make_manifest(labels, plans, shards, _prep_settings(spec, shard_bytes))
-        _remove_stale_shards(root, manifest)
+        _remove_stale_shards(root, previous, manifest)
         manifest.save(root)
         stats["shards"] = len(shards)
     write_report(root, problems, stats)
@@ -95,16 +96,19 @@ def _prep_settings(spec: StageSpec, shard_bytes) -> dict:
     return settings
 
 
-def _remove_stale_shards(root: Path, manifest: Manifest) -> None:
-    """Shards the previous manifest listed and this one does not (e.g. a split now packed differently)."""
+def _previous_shards(root: Path) -> dict:
     try:
-        old = Manifest.load(root)
-    except (ManifestError, ValueError, TypeError, KeyError):
-        return
+        return {s.name: s for s in Manifest.load(root).shards}
+    except (ManifestError, ValueError, TypeError, KeyError):  # none, or unreadable: everything gets written
+        return {}
+
+
+def _remove_stale_shards(root: Path, previous: dict, manifest: Manifest) -> None:
+    """Shards the previous manifest listed and this one does not (e.g. a split now packed differently)."""
     keep = {s.name for s in manifest.shards}
-    for s in old.shards:
-        if s.name not in keep and (root / s.name).is_file():
-            (root / s.name).unlink()
+    for name in previous:
+        if name not in keep and (root / name).is_file():
+            (root / name).unlink()
 
 
 def print_summary(result: PrepResult, root: Path) -> None:

@@ -176,14 +176,18 @@ def test_killed_run_resumes_without_redoing_finished_videos(videos, tmp_path):
 
 
 def test_rerun_after_an_annotation_changes_redoes_only_that_video(videos, tmp_path):
+    """...and rewrites only the shard that holds it."""
     root = copy_inputs(videos, tmp_path / "data")
-    assert run(root) == 0
-    before = _markers(root)
+    assert run(root, "--splits", "splits.csv") == 0
+    before, shards = _markers(root), {p.name: p.stat().st_mtime_ns for p in root.glob("*.beton")}
     write_phases(root / "annotations" / "v2.txt", ["b"] * 60)
-    assert run(root) == 0
+    assert run(root, "--splits", "splits.csv") == 0
     after = _markers(root)
     assert [k for k in before if before[k] != after[k]] == ["v2.json"]
     assert json.loads((root / "prep_report.json").read_text())["reused"] == 5
+    assert (root / "test.beton").stat().st_mtime_ns == shards["test.beton"]
+    assert (root / "train.beton").stat().st_mtime_ns != shards["train.beton"]
+    assert main(["verify", "--root", str(root)]) == 0
 
 
 @pytest.fixture(scope="module")

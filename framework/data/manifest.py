@@ -42,6 +42,7 @@ class ShardEntry:
     num_samples: int
     size: int
     sha256: str
+    key: str = ""  # fingerprint of what went in (videos, labels, settings): a rerun keeps a shard whose key matches
 
 
 @dataclass
