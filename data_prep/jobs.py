@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from framework.data.manifest import check_relative
+
 from .annotations import AnnotationError, read_clip_csv, read_segments_json
 from .report import Problem
 
@@ -40,6 +42,9 @@ class Layout:
     def __post_init__(self):
         if sum(x is not None for x in (self.phases, self.clips, self.segments)) > 1:
             raise ValueError("give at most one of --phases, --clips, --segments")
+        for path in (self.videos, self.phases, self.tools, self.clips, self.segments):
+            if path is not None:
+                check_relative(path)  # the manifest names sources relative to the root: inputs live under it
 
 
 def find_videos(root: Path, folder: str) -> tuple[dict[str, str], list[Problem]]:

@@ -226,6 +226,23 @@ def test_shard_header_must_match_manifest(prepared, tmp_path, capsys):
     assert "CORRUPT  shard train.beton" in out and "ok       test.beton" in out
 
 
+def test_inputs_outside_the_data_root_are_refused(tmp_path, capsys):
+    """Manifest paths are relative to the data root: a video folder outside it is a usage error (exit 2)."""
+    good_video(tmp_path / "elsewhere", "v0")
+    (tmp_path / "root").mkdir()
+    assert main(["prepare", "--root", str(tmp_path / "root"), "--videos", "../elsewhere/videos", "--quiet"]) == 2
+    assert "must be relative to the data root" in capsys.readouterr().err
+
+
+def test_header_layout_is_ffcvs():
+    """check_header spells out FFCV's header types to avoid importing ffcv; they must be FFCV's."""
+    from ffcv.types import CURRENT_VERSION, FieldDescType, HeaderType
+
+    from framework.data.manifest import FFCV_VERSION, _ffcv_header_types
+
+    assert _ffcv_header_types() == (HeaderType, FieldDescType) and FFCV_VERSION == CURRENT_VERSION
+
+
 def test_loader_refuses_shard_with_wrong_sample_count(prepared, tmp_path):
     from framework.data.loader import SequenceLoader
 

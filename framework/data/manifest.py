@@ -114,33 +114,45 @@ def sha256(path: Path, block: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+FFCV_VERSION = 2  # ffcv.types.CURRENT_VERSION of the .beton format we write
+
+
+def _ffcv_header_types():
+    """ffcv.types.HeaderType and FieldDescType, spelled out: importing ffcv costs seconds (numba), too much
+    for checking a header. tests/test_prep_pipeline.py checks they equal FFCV's own."""
+    import numpy as np
+
+    header = np.dtype([("version", "<u2"), ("num_fields", "<u2"), ("page_size", "<u4"), ("num_samples", "<u8"),
+                       ("alloc_table_ptr", "<u8")], align=True)
+    field = np.dtype([("type_id", "<u1"), ("name", ("<u1", 16)), ("arguments", ("<u1", (1024,)))], align=True)
+    return header, field
+
+
 def read_shard_header(path: Path) -> tuple[dict, list[str]]:
     """The FFCV header of a .beton (version, num_fields, page_size, num_samples, alloc_table_ptr) and its
     field names, read without opening the whole file."""
     import numpy as np
-    from ffcv.types import FieldDescType, HeaderType
 
+    header_type, field_type = _ffcv_header_types()
     with open(path, "rb") as f:
-        head = f.read(HeaderType.itemsize)
-        if len(head) < HeaderType.itemsize:
+        head = f.read(header_type.itemsize)
+        if len(head) < header_type.itemsize:
             return {}, []
-        header = np.frombuffer(head, HeaderType)[0]
-        raw = f.read(FieldDescType.itemsize * int(header["num_fields"]))
-        descs = np.frombuffer(raw[:len(raw) - len(raw) % FieldDescType.itemsize], FieldDescType)
+        header = np.frombuffer(head, header_type)[0]
+        raw = f.read(field_type.itemsize * int(header["num_fields"]))
+        descs = np.frombuffer(raw[:len(raw) - len(raw) % field_type.itemsize], field_type)
     names = [bytes(d["name"]).rstrip(b"\0").decode("ascii", "replace") for d in descs]
-    return {k: int(header[k]) for k in HeaderType.names}, names
+    return {k: int(header[k]) for k in header_type.names}, names
 
 
 def check_header(path: Path, entry: ShardEntry) -> None:
-    from ffcv.types import CURRENT_VERSION
-
     from .schema import FIELDS
 
     header, names = read_shard_header(path)
-    if header.get("version") != CURRENT_VERSION or tuple(names) != FIELDS:
+    if header.get("version") != FFCV_VERSION or tuple(names) != FIELDS:
         raise ManifestError(f"shard {entry.name} does not have the header of a videotrain FFCV shard "
                             f"(version {header.get('version')}, fields {names}; expected version "
-                            f"{CURRENT_VERSION}, fields {list(FIELDS)}): it is corrupt or not ours")
+                            f"{FFCV_VERSION}, fields {list(FIELDS)}): it is corrupt or not ours")
     if header["num_samples"] != entry.num_samples:
         raise ManifestError(f"shard {entry.name} holds {header['num_samples']} samples, the manifest says "
                             f"{entry.num_samples}: shard and manifest come from different runs; rebuild with "
