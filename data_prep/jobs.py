@@ -4,7 +4,7 @@ A file that cannot be paired is not an error for the run: it becomes a Problem i
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from framework.data.manifest import check_relative
@@ -76,7 +76,20 @@ def discover(root: Path, layout: Layout) -> tuple[list[Job], list[Problem]]:
     else:
         jobs, more = _per_video_jobs(root, layout, videos)
     jobs, more_tools = _attach_tools(root, layout, jobs)
-    return sorted(jobs, key=lambda j: j.id), problems + more + more_tools
+    jobs, repeated = _unique(jobs)
+    return jobs, problems + more + more_tools + repeated
+
+
+def _unique(jobs: list[Job]) -> tuple[list[Job], list[Problem]]:
+    """One job per id (a clip listed twice would otherwise be staged twice into the same file)."""
+    seen, kept, problems = set(), [], []
+    for job in sorted(jobs, key=lambda j: j.id):
+        if job.id in seen:
+            problems.append(Problem(job.video, f"{job.id} is annotated twice; the first entry is used", "discover"))
+        else:
+            seen.add(job.id)
+            kept.append(job)
+    return kept, problems
 
 
 def _per_video_jobs(root, layout, videos):
@@ -101,7 +114,7 @@ def _attach_tools(root, layout, jobs):
     for job in jobs:
         ann = layout.tools.format(id=job.id)
         if (root / ann).is_file():
-            kept.append(Job(**{**job.__dict__, "tools": ann}))
+            kept.append(replace(job, tools=ann))
         else:
             problems.append(Problem(job.video, f"no tool annotation file {ann}", "discover"))
     return kept, problems

@@ -34,6 +34,15 @@ class ShardSpec:
     tolerance: float = 1.0  # seconds by which labels and video length may differ
     labels: tuple[str, ...] | None = None
 
+    def __post_init__(self):
+        checks = {"fps must be > 0": self.fps > 0, "jpeg_quality must be in 1..100": 1 <= self.jpeg_quality <= 100,
+                  "workers must be >= 1": self.workers >= 1, "tolerance must be >= 0": self.tolerance >= 0,
+                  "shard size must be > 0": self.shard_bytes is None or self.shard_bytes > 0,
+                  "ann_fps must be > 0": self.ann_fps is None or self.ann_fps > 0}
+        bad = [msg for msg, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError("; ".join(bad))
+
     def stage_spec(self) -> StageSpec:
         size = (self.size, self.size) if isinstance(self.size, int) else tuple(self.size)
         resize = Resize(short_side=self.short_side) if self.short_side else Resize(size=size)
