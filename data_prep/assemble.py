@@ -16,7 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from framework.data.manifest import Manifest, ManifestError, ShardEntry, VideoEntry, check_shard, sha256
+from framework.data.manifest import (
+    Manifest,
+    ManifestError,
+    ShardEntry,
+    VideoEntry,
+    check_shard,
+    sha256,
+)
 from framework.data.schema import FIELDS, writer_fields
 
 from .align import BACKGROUND

@@ -7,10 +7,10 @@ measured from the first frame (containers may start at a non-zero pts).
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -80,9 +80,8 @@ def iter_frames(path: Path, fps: float, size, info: VideoInfo, start: float = 0.
         stream = container.streams.video[0]
         info.source_fps = float(stream.average_rate or 0.0)
         try:
-            stopped_early = yield from _sample(container, stream, Fraction(fps).limit_denominator(1_000_000), resize, info,
-                               Fraction(start).limit_denominator(1_000_000),
-                               None if end is None else Fraction(end).limit_denominator(1_000_000))
+            stopped_early = yield from _sample(container, stream, _exact(fps), resize, info, _exact(start),
+                                               None if end is None else _exact(end))
         except (av.FFmpegError, EOFError) as e:
             raise DecodeError(f"decoding failed: {_reason(e)}") from e
         declared = _declared_duration(container, stream)
@@ -135,6 +134,10 @@ def _sample(container, stream, fps: Fraction, resize: Resize, info: VideoInfo, s
         yield float(prev_t), cached
         k += 1
     return False
+
+
+def _exact(seconds: float) -> Fraction:
+    return Fraction(seconds).limit_denominator(1_000_000)
 
 
 def _decode_size(frame, resize: Resize, info: VideoInfo) -> tuple[int, int]:

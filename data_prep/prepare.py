@@ -15,7 +15,14 @@ from tqdm import tqdm
 
 from framework.data.manifest import Manifest, ManifestError
 
-from .assemble import Staged, build_entries, label_space, make_manifest, plan_shards, write_all
+from .assemble import (
+    Staged,
+    build_entries,
+    label_space,
+    make_manifest,
+    plan_shards,
+    write_all,
+)
 from .jobs import Job
 from .report import Problem, format_table, write_report
 from .stage import Outcome, StageSpec, stage, staging_paths
@@ -45,8 +52,14 @@ def stage_all(root: Path, jobs: list[Job], spec: StageSpec, workers: int, progre
             done(stage(root, job, spec))
     else:
         with ProcessPoolExecutor(workers) as pool:
-            for future in as_completed([pool.submit(stage, root, job, spec) for job in jobs]):
-                done(future.result())
+            futures = {pool.submit(stage, root, job, spec): job for job in jobs}
+            for future in as_completed(futures):
+                try:
+                    done(future.result())
+                except Exception as e:  # noqa: BLE001  a worker killed by a crashing decoder breaks the pool:
+                    # the videos still queued are reported (a rerun retries them), the staged ones are kept
+                    job = futures[future]
+                    done(Outcome(job, Problem(job.video, f"worker process failed ({type(e).__name__})", "decode")))
     bar.close()
     return sorted(outcomes, key=lambda o: o.job.id)
 
@@ -70,7 +83,8 @@ def prepare(root: Path, jobs: list[Job], spec: StageSpec, workers: int = 1, shar
     problems = list(problems)
     outcomes = stage_all(root, jobs, spec, workers, progress)
     problems += [o.problem for o in outcomes if o.problem]
-    staged = [Staged(o.job.id, o.job.split, o.job.kind, staging_paths(root, o.job)[0], o.meta) for o in outcomes if o.meta]
+    staged = [Staged(o.job.id, o.job.split, o.job.kind, staging_paths(root, o.job)[0], o.meta)
+              for o in outcomes if o.meta]
     staged, bad_tools = _consistent_tools(staged)
     problems += bad_tools
     stats = {"videos": len(staged), "reused": sum(o.reused for o in outcomes if o.meta),

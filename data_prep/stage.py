@@ -92,7 +92,8 @@ def _build(root: Path, job: Job, spec: StageSpec) -> tuple[dict, dict]:
         raise AnnotationError(f"unknown label names {unknown} (allowed: {list(spec.labels)})")
     arrays = {"data": np.concatenate(payloads), "offsets": np.cumsum([0] + [len(p) for p in payloads]),
               "times": times, "labels": np.asarray([-1 if n is None else vocab.index(n) for n in names], np.int64)}
-    meta = {"vocab": vocab, "num_frames": len(payloads), "bytes": int(arrays["data"].nbytes), "height": shape[0], "width": shape[1],
+    meta = {"vocab": vocab, "num_frames": len(payloads), "bytes": int(arrays["data"].nbytes),
+            "height": shape[0], "width": shape[1],
             "source_fps": info.source_fps, "duration": info.duration, "rotation": info.rotation,
             "tools": tools, "segments": [list(s) for s in job.segments]}
     return arrays, meta

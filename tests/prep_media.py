@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 PERIOD = 28  # distinct grey levels; frame i and i + PERIOD look the same
 
 

@@ -1,9 +1,9 @@
 """Temporal sampling by presentation timestamp (VFR included), rotation metadata, resizing, JPEG bytes."""
 import numpy as np
 import pytest
+from prep_media import PERIOD, frame_index, write_video
 
 from data_prep.decode import DecodeError, Resize, decode_video
-from prep_media import PERIOD, frame_index, write_video
 
 
 def shown_at(times, targets):

@@ -3,10 +3,10 @@ import json
 
 import numpy as np
 import pytest
+from prep_media import frame_index, read_shard, write_phases, write_video
 
 from data_prep.cli import main
 from framework.data.manifest import Manifest
-from prep_media import frame_index, read_shard, write_phases, write_video
 
 
 def prepare(root, *args):

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from prep_media import read_shard, write_audio, write_phases, write_video
 
-from data_prep.cli import main
 from data_prep.assemble import Staged, estimated_size, plan_shards
+from data_prep.cli import main
 from data_prep.report import EXIT_PARTIAL
 from framework.data.manifest import Manifest, ManifestError, check_shard, sha256
-from prep_media import read_shard, write_audio, write_phases, write_video
 
 REPO = Path(__file__).resolve().parents[1]
 PHASES = ["a"] * 20 + ["b"] * 30
