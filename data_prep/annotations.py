@@ -85,7 +85,7 @@ def tool_masks(table: FrameTable, path) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Clip:
-    label: str
+    label: str | None  # None: an unlabeled test list (Kinetics test CSVs have no label column)
     youtube_id: str
     start: float
     end: float
@@ -97,7 +97,7 @@ class Clip:
 
 
 def read_clip_csv(path: Path) -> list[Clip]:
-    need = {"label", "youtube_id", "time_start", "time_end", "split"}
+    need = {"youtube_id", "time_start", "time_end", "split"}
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         missing = need - set(reader.fieldnames or [])
@@ -106,7 +106,7 @@ def read_clip_csv(path: Path) -> list[Clip]:
         clips = []
         for lineno, row in enumerate(reader, start=2):
             try:
-                clip = Clip(row["label"], row["youtube_id"], float(row["time_start"]), float(row["time_end"]),
+                clip = Clip(row.get("label") or None, row["youtube_id"], float(row["time_start"]), float(row["time_end"]),
                             SUBSETS.get(row["split"], row["split"]))
             except (TypeError, ValueError):
                 raise AnnotationError(f"{path}:{lineno}: bad row {row}") from None
@@ -120,6 +120,7 @@ def read_clip_csv(path: Path) -> list[Clip]:
 class Segments:
     split: str
     segments: tuple[tuple[float, float, str], ...]  # (start, end, label), seconds
+    labelled: bool = True  # False for a test subset without annotations (ActivityNet's hidden test labels)
 
 
 def read_segments_json(path: Path) -> dict[str, Segments]:
@@ -130,8 +131,8 @@ def read_segments_json(path: Path) -> dict[str, Segments]:
         for vid, entry in database.items():
             segs = tuple((float(a["segment"][0]), float(a["segment"][1]), str(a["label"]))
                          for a in entry.get("annotations", []))
-            subset = entry.get("subset", "train")
-            out[vid] = Segments(SUBSETS.get(subset, subset), segs)
+            split = SUBSETS.get(entry.get("subset", "train"), entry.get("subset", "train"))
+            out[vid] = Segments(split, segs, labelled=bool(segs) or split != "test")
     except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
         raise AnnotationError(f"{path}: not an ActivityNet-style segments file ({type(e).__name__}: {e})") from e
     return out

@@ -122,7 +122,8 @@ def _attach_tools(root, layout, jobs):
 
 def _clip_jobs(root, layout, videos):
     """A clip's video is either the trimmed clip `<youtube_id>_<start>_<end>` (Kinetics downloader) or the full
-    video `<youtube_id>`, from which the [start, end) window is sampled."""
+    video `<youtube_id>`, from which the [start, end) window is sampled. A CSV without labels (a test list)
+    gives unlabeled clips."""
     clips = read_clip_csv(root / layout.clips)
     jobs, problems, used = [], [], set()
     for clip in clips:
@@ -148,7 +149,8 @@ def _segment_jobs(root, layout, videos):
         if name is None:
             problems.append(Problem(layout.segments, f"no video for {vid!r} in {layout.videos}/", "discover"))
             continue
-        jobs.append(Job(name, videos[name], entry.split, kind="segments", segments=entry.segments))
+        kind = "segments" if entry.labelled else "unlabeled"
+        jobs.append(Job(name, videos[name], entry.split, kind=kind, segments=entry.segments))
         used.add(name)
     return jobs, problems + _unannotated(videos, used, layout.segments)
 

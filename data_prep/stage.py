@@ -109,7 +109,7 @@ def _labels(root: Path, job: Job, spec: StageSpec, times: np.ndarray, info: Vide
     elif job.kind == "clip":
         if job.end is not None:
             check_window(job.start, job.end, info.duration, spec.tolerance, job.video)
-        names = [job.label] * len(times)
+        names = [job.label] * len(times)  # None (unlabeled test list) → -1
     elif job.kind == "segments":
         names = segment_labels(job.segments, times, info.duration, spec.tolerance, job.video)
     else:

@@ -70,11 +70,23 @@ def test_clip_csv_full_and_trimmed_videos(tmp_path):
     assert list(got["label"]) == [1] * 4
 
 
+def test_clip_csv_without_labels_gives_unlabeled_clips(tmp_path):
+    """Kinetics test lists have no label column."""
+    write_video(tmp_path / "videos" / "abc.mp4", 40, fps=10)
+    (tmp_path / "test.csv").write_text("youtube_id,time_start,time_end,split\nabc,1,3,test\n")
+    code, manifest = prepare(tmp_path, "--fps", "1", "--clips", "test.csv")
+    assert code == 0 and manifest.labels == []
+    video, got = samples(tmp_path, manifest, "abc_000001_000003")
+    assert video.clip_label == -1 and list(got["label"]) == [-1, -1]
+
+
 def test_temporal_segments_json(tmp_path):
     """ActivityNet: segments in seconds; frames outside every segment are background."""
     write_video(tmp_path / "videos" / "v_xyz.mp4", 60, fps=10)
+    write_video(tmp_path / "videos" / "hidden.mp4", 10, fps=10)
     database = {"database": {"xyz": {"subset": "validation", "duration": 6.0, "annotations": [
-        {"segment": [1.0, 2.5], "label": "Long jump"}, {"segment": [4.0, 5.0], "label": "Discus"}]}}}
+        {"segment": [1.0, 2.5], "label": "Long jump"}, {"segment": [4.0, 5.0], "label": "Discus"}]},
+        "hidden": {"subset": "testing", "duration": 1.0, "annotations": []}}}  # hidden test labels
     (tmp_path / "segments.json").write_text(json.dumps(database))
     code, manifest = prepare(tmp_path, "--fps", "2", "--segments", "segments.json")
     assert code == 0
@@ -84,6 +96,8 @@ def test_temporal_segments_json(tmp_path):
     want = ["background"] * 2 + ["Long jump"] * 3 + ["background"] * 3 + ["Discus"] * 2 + ["background"] * 2
     assert names == want
     assert video.split == "val" and video.segments == [[1.0, 2.5, 2], [4.0, 5.0, 1]]
+    video, got = samples(tmp_path, manifest, "hidden")
+    assert video.split == "test" and list(got["label"]) == [-1, -1], "unknown, not background"
 
 
 def test_unlabeled_videos_for_inference(tmp_path):
