@@ -117,25 +117,31 @@ def build_entries(plans: list[ShardPlan], labels: list[str], fps: float) -> list
 
 
 class _ShardSamples:
-    """The writer's indexable dataset: (staged image, video index, frame, time, label) per sample."""
+    """The writer's indexable dataset: (staged image, video index, frame, time, label) per sample. The writer
+    reads samples in order, so only the current video's staging file is held in memory."""
 
     def __init__(self, videos: list[Staged], video_index: dict[str, int], labels: list[str]):
-        self.parts = []
-        for v in videos:
-            with np.load(v.npz) as z:
-                arrays = {k: z[k] for k in z.files}
-            lut = np.asarray([labels.index(n) for n in v.meta["vocab"]] + [-1], np.int64)  # -1 → -1
-            self.parts.append((video_index[v.id], arrays, lut[arrays["labels"]], v.meta))
-        self.index = [(p, k) for p, part in enumerate(self.parts) for k in range(part[3]["num_frames"])]
+        self.videos, self.video_index, self.labels = videos, video_index, labels
+        self.index = [(p, k) for p, v in enumerate(videos) for k in range(v.meta["num_frames"])]
+        self._loaded = (None, None, None)
 
     def __len__(self):
         return len(self.index)
 
+    def _arrays(self, p: int):
+        if self._loaded[0] != p:
+            with np.load(self.videos[p].npz) as z:
+                arrays = {k: z[k] for k in z.files}
+            lut = np.asarray([self.labels.index(n) for n in self.videos[p].meta["vocab"]] + [-1], np.int64)
+            self._loaded = (p, arrays, lut[arrays["labels"]])  # local label ids → global; -1 stays -1
+        return self._loaded[1], self._loaded[2]
+
     def __getitem__(self, i):
         p, k = self.index[i]
-        vidx, a, labels, meta = self.parts[p]
+        a, labels = self._arrays(p)
+        meta = self.videos[p].meta
         image = (meta["height"], meta["width"], a["data"][a["offsets"][k]:a["offsets"][k + 1]])
-        return image, vidx, k, float(a["times"][k]), int(labels[k])
+        return image, self.video_index[self.videos[p].id], k, float(a["times"][k]), int(labels[k])
 
 
 def _put_staged_image(field, destination, image, malloc):
