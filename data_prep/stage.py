@@ -29,7 +29,7 @@ STAGE_VERSION = 1  # bump when the staging format or the sampling rule changes: 
 @dataclass(frozen=True)
 class StageSpec:
     fps: float = 5.0
-    resize: Resize = Resize(size=(64, 64))
+    resize: Resize = Resize(size=(64, 64))  # noqa: RUF009  frozen: safe to share
     jpeg_quality: int = 90
     raw: bool = False
     ann_fps: float | None = None  # rate of frame-indexed annotation rows; None: the video's own frame rate
