@@ -1,0 +1,123 @@
+"""MlflowTracker: tracking calls go to the run folder's outbox at once and reach MLflow from a background courier,
+so a slow, absent or vanishing tracking server never stalls training and loses nothing."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+from . import Tracker, mlflow_executable
+from .delivery import Delivery, configure_http
+from .outbox import Outbox, RunRecord, open_record
+
+log = logging.getLogger(__name__)
+
+
+class Courier(threading.Thread):
+    """Delivers the outbox whenever it grows; while the server is unreachable it retries with backoff (1, 2, 4,
+    then every `max_backoff_s` seconds) and the entries wait on disk."""
+
+    def __init__(self, delivery: Delivery, max_backoff_s: float = 5.0):
+        super().__init__(name="mlflow-courier", daemon=True)  # daemon: a stuck request must not hold up exit
+        self.delivery, self.max_backoff_s = delivery, max_backoff_s
+        self.wake, self.stopping = threading.Event(), threading.Event()
+        self.failing = False
+
+    def run(self) -> None:
+        backoff = 0.0
+        while not self.stopping.is_set():
+            if backoff:
+                self.stopping.wait(backoff)
+            else:
+                self.wake.wait(timeout=5.0)
+                self.wake.clear()
+            if self.stopping.is_set():
+                return
+            backoff = 0.0 if self.attempt() else min(max(1.0, 2 * backoff), self.max_backoff_s)
+
+    def attempt(self) -> bool:
+        try:
+            delivered = self.delivery.drain()
+        except Exception as e:  # an outage: the entries stay in the outbox for the next attempt
+            if not self.failing:
+                log.warning("MLflow unreachable (%s); training goes on, tracking waits in %s", short(e),
+                            self.delivery.outbox.path)
+            self.failing = True
+            return False
+        if self.failing:
+            log.warning("MLflow reachable again; %d waiting entries delivered", delivered)
+        self.failing = False
+        return True
+
+    def stop(self, timeout: float) -> None:
+        self.stopping.set()
+        self.join(timeout)
+
+
+def short(error: Exception) -> str:
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return text[:200]
+
+
+class MlflowTracker(Tracker):
+    """Rank 0's tracker. `run_id` is None until a server has been reached (then it is in mlflow_run.json)."""
+
+    def __init__(self, run_dir: Path, cfg, run_name: str, tags: dict):
+        configure_http()
+        self.run_dir = Path(run_dir).resolve()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.uri = cfg.tracking_uri or f"sqlite:///{self.run_dir / 'mlflow.db'}"
+        open_record(self.run_dir, self.uri, cfg.experiment, cfg.run_name or run_name)
+        self.outbox = Outbox(self.run_dir)
+        self.system = self._system_metrics(cfg.system_metrics_every_s)
+        self.delivery = Delivery(self.run_dir)
+        self.courier = Courier(self.delivery)
+        self._append("status", status="RUNNING")  # a resumed job reopens its run
+        self.set_tags({"run_dir": self.run_dir, **tags})
+        self.courier.start()
+
+    @staticmethod
+    def _system_metrics(every_s: float | None):
+        from .system import SystemMetrics
+
+        return SystemMetrics(every_s) if every_s is not None else None
+
+    @property
+    def run_id(self) -> str | None:
+        record = RunRecord.load(self.run_dir)
+        return record.run_id if record else None
+
+    @property
+    def ui_command(self) -> str:
+        if self.uri.startswith("sqlite"):
+            return f"{mlflow_executable()} ui --backend-store-uri {self.uri} --host 127.0.0.1 --port 5000"
+        return f"open {self.uri}"
+
+    def _append(self, op: str, **fields) -> None:
+        self.outbox.append({"op": op, "ts": int(time.time() * 1000), **fields})
+        self.courier.wake.set()
+
+    def log_params(self, params: dict) -> None:
+        self._append("params", values={k: str(v) for k, v in params.items()})
+
+    def log_metrics(self, metrics: dict, step: int) -> None:
+        system = self.system.sample() if self.system else {}
+        self._append("metrics", step=step, values={k: float(v) for k, v in {**metrics, **system}.items()})
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        self._append("artifact", path=str(Path(path).resolve()), artifact_path=artifact_path)
+
+    def set_tags(self, tags: dict) -> None:
+        self._append("tags", values={k: str(v) for k, v in tags.items()})
+
+    def close(self, status: str = "FINISHED") -> None:
+        """Deliver what is left now if the server answers; if not, say how to deliver it later."""
+        self._append("status", status=status)
+        self.courier.stop(timeout=15.0)
+        try:
+            self.delivery.drain()
+        except Exception as e:
+            log.warning("MLflow unreachable at the end of the job (%s): %d bytes of tracking wait in %s; deliver "
+                        "them with `vt-mlflow-sync %s` (or by resuming the run)", short(e),
+                        self.delivery.pending_bytes(), self.outbox.path, self.run_dir)
