@@ -87,11 +87,15 @@ class Delivery:
         except Exception as e:
             if not is_rejection(e):
                 raise
+            if len(entries) > 1:  # find the bad one: the rest of the batch goes through
+                for entry in entries:
+                    self.send(client, run_id, [entry])
+                return
             # refused for good: set aside (not lost) so that one bad value cannot block the rest of the run
             with open(self.run_dir / REJECTED, "a") as f:
                 for entry in entries:
                     f.write(json.dumps({"entry": entry, "error": str(e)}) + "\n")
-            log.warning("MLflow refused %d tracking entries (%s); kept in %s", len(entries), e,
+            log.warning("MLflow refused a tracking entry (%s); kept in %s", e,
                         self.run_dir / REJECTED)
 
 
@@ -112,7 +116,7 @@ def find_or_create_run(client, record: RunRecord, run_dir: Path, start_ms: int |
     exp = client.get_experiment_by_name(record.experiment)
     if exp is None:
         try:
-            exp_id = client.create_experiment(record.experiment)
+            exp_id = client.create_experiment(record.experiment, artifact_location(record.tracking_uri))
         except MlflowException:  # created meanwhile by another job
             exp_id = client.get_experiment_by_name(record.experiment).experiment_id
     else:
@@ -124,6 +128,14 @@ def find_or_create_run(client, record: RunRecord, run_dir: Path, start_ms: int |
         return found[0].info.run_id
     run = client.create_run(exp_id, start_time=start_ms, run_name=record.run_name, tags={"run_dir": str(run_dir)})
     return run.info.run_id
+
+
+def artifact_location(uri: str) -> str | None:
+    """A sqlite store would put artifacts in ./mlruns of whatever folder the job was started from; keep them
+    beside the database (for the default store: in the run folder). A server decides for itself."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
 
 
 def quote(value: str) -> str:

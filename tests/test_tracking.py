@@ -1,0 +1,59 @@
+"""The tracker's outbox on the default store (sqlite in the run folder), in one process: real MLflow, no server."""
+import json
+import os
+from types import SimpleNamespace
+
+from mlflow.tracking import MlflowClient
+
+from framework.tracking.delivery import Delivery
+from framework.tracking.mlflow_tracker import MlflowTracker
+from framework.tracking.outbox import REJECTED, RunRecord
+
+
+def tracked(run_dir, steps: int, extra: dict | None = None) -> MlflowTracker:
+    cfg = SimpleNamespace(tracking_uri=None, experiment="unit", run_name=None, system_metrics_every_s=None)
+    tracker = MlflowTracker(run_dir, cfg, "unit", tags={"git_commit": "abc"})
+    tracker.log_params({"lr": 0.1})
+    for step in range(1, steps + 1):
+        tracker.log_metrics({"train/loss": 1.0 / step, **(extra or {} if step == 2 else {})}, step)
+    return tracker
+
+
+def store(run_dir) -> tuple[MlflowClient, str]:
+    return MlflowClient(tracking_uri=f"sqlite:///{run_dir / 'mlflow.db'}"), RunRecord.load(run_dir).run_id
+
+
+def test_redelivery_after_a_crash_duplicates_nothing(tmp_path):
+    """A crash between "sent" and "offset recorded" means the outbox is sent again: the run must not change."""
+    tracked(tmp_path, steps=5).close()
+    c, run_id = store(tmp_path)
+    record = RunRecord.load(tmp_path)
+    record.delivered = 0  # as if nothing had been recorded as delivered
+    record.save(tmp_path)
+    Delivery(tmp_path).drain()
+    assert [m.step for m in c.get_metric_history(run_id, "train/loss")] == [1, 2, 3, 4, 5]
+    assert c.get_run(run_id).data.params == {"lr": "0.1"}
+    assert RunRecord.load(tmp_path).run_id == run_id
+
+
+def test_a_refused_entry_is_kept_aside_and_does_not_block_the_rest(tmp_path):
+    tracked(tmp_path, steps=4, extra={"bad name?": 1.0}).close()  # MLflow refuses "?" in metric names
+    c, run_id = store(tmp_path)
+    assert [m.step for m in c.get_metric_history(run_id, "train/loss")] == [1, 3, 4]
+    refused = [json.loads(line) for line in (tmp_path / REJECTED).read_text().splitlines()]
+    assert [r["entry"]["step"] for r in refused] == [2]
+    assert c.get_run(run_id).info.status == "FINISHED"
+
+
+def test_sqlite_artifacts_stay_in_the_run_folder(tmp_path, monkeypatch):
+    """Not in ./mlruns of wherever the job was started."""
+    monkeypatch.chdir(tmp_path)
+    run_dir = tmp_path / "run"
+    tracker = tracked(run_dir, steps=1)
+    (run_dir / "config.yaml").write_text("a: 1\n")
+    tracker.log_artifact(run_dir / "config.yaml")
+    tracker.close()
+    c, run_id = store(run_dir)
+    assert [a.path for a in c.list_artifacts(run_id)] == ["config.yaml"]
+    assert list((run_dir / "mlartifacts").rglob("config.yaml"))
+    assert not os.path.exists(tmp_path / "mlruns")
