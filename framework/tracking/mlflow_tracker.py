@@ -2,6 +2,7 @@
 so a slow, absent or vanishing tracking server never stalls training and loses nothing."""
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
@@ -76,6 +77,8 @@ class MlflowTracker(Tracker):
         self._append("status", status="RUNNING")  # a resumed job reopens its run
         self.set_tags({"run_dir": self.run_dir, **tags})
         self.courier.start()
+        self.closed = False
+        atexit.register(self._deliver_at_exit)
 
     @staticmethod
     def _system_metrics(every_s: float | None):
@@ -89,7 +92,9 @@ class MlflowTracker(Tracker):
         return record.run_id if record else None
 
     @property
-    def ui_command(self) -> str:
+    def ui_command(self) -> str | None:
+        if self.run_id is None:  # nothing on a server yet; close() said how to deliver it
+            return None
         if self.uri.startswith("sqlite"):
             return f"{mlflow_executable()} ui --backend-store-uri {self.uri} --host 127.0.0.1 --port 5000"
         return f"open {self.uri}"
@@ -113,7 +118,17 @@ class MlflowTracker(Tracker):
 
     def close(self, status: str = "FINISHED") -> None:
         """Deliver what is left now if the server answers; if not, say how to deliver it later."""
+        self.closed = True
         self._append("status", status=status)
+        self._final_delivery()
+
+    def _deliver_at_exit(self) -> None:
+        """A job that ends without close() (an exception, sys.exit on preemption) still sends what it logged:
+        the courier is a daemon thread and would die with entries in flight. The run's status is left alone."""
+        if not self.closed:
+            self._final_delivery()
+
+    def _final_delivery(self) -> None:
         self.courier.stop(timeout=15.0)
         try:
             self.delivery.drain()
