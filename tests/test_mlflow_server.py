@@ -7,18 +7,15 @@ One run folder lives through the module, as a user's run would:
 At the end the server holds one MLflow run with every step exactly once, the params, tags and artifacts.
 """
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from framework.tracking.server import LocalServer
 from tests.conftest import REPO, run_training, tiny_overrides
 
 pytestmark = pytest.mark.mlflow_server
@@ -26,51 +23,9 @@ pytestmark = pytest.mark.mlflow_server
 FIRST_STEPS, TOTAL_STEPS = 8, 60
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class MlflowServer:
-    """`mlflow server` on sqlite in a subprocess of its own session, so stop() ends it and its workers by pid."""
-
-    def __init__(self, root: Path):
-        self.root, self.port = root, free_port()
-        self.uri = f"http://127.0.0.1:{self.port}"
-        self.proc = None
-
-    def start(self) -> None:
-        cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{self.root / 'db.sqlite'}",
-               "--artifacts-destination", str(self.root / "artifacts"), "--host", "127.0.0.1",
-               "--port", str(self.port), "--workers", "1"]
-        log = open(self.root / "server.log", "a")
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.time() + 90
-        while not self.answers():
-            assert self.proc.poll() is None, (self.root / "server.log").read_text()[-3000:]
-            assert time.time() < deadline, "mlflow server did not answer within 90 s"
-            time.sleep(0.2)
-
-    def answers(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.uri}/health", timeout=1) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGKILL)  # as a crash would: no chance to finish requests
-        self.proc.wait()
-        while self.answers():  # a worker of the group may take a moment to die
-            time.sleep(0.1)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    s = MlflowServer(tmp_path_factory.mktemp("mlflow_server"))
+    s = LocalServer(tmp_path_factory.mktemp("mlflow_server"))
     yield s
     s.stop()
 

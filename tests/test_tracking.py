@@ -57,3 +57,14 @@ def test_sqlite_artifacts_stay_in_the_run_folder(tmp_path, monkeypatch):
     assert [a.path for a in c.list_artifacts(run_id)] == ["config.yaml"]
     assert list((run_dir / "mlartifacts").rglob("config.yaml"))
     assert not os.path.exists(tmp_path / "mlruns")
+
+
+def test_a_run_recorded_before_the_outbox_is_continued(tmp_path):
+    """mlflow_run.json of older runs holds only the uri and run id: resuming such a run logs into it."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    c = MlflowClient(tracking_uri=uri)
+    run_id = c.create_run(c.create_experiment("unit")).info.run_id
+    (tmp_path / "mlflow_run.json").write_text(json.dumps({"run_id": run_id, "tracking_uri": uri}))
+    tracked(tmp_path, steps=2).close()
+    assert [m.step for m in c.get_metric_history(run_id, "train/loss")] == [1, 2]
+    assert RunRecord.load(tmp_path).run_id == run_id

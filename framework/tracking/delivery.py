@@ -57,12 +57,14 @@ class Delivery:
         record = RunRecord.load(self.run_dir)
         return self.outbox.size() - (record.delivered if record else 0)
 
-    def drain(self) -> int:
+    def drain(self, progress=None) -> int:
         """Deliver everything pending; returns the number of entries delivered. An outage raises, with every
-        entry delivered so far recorded as such."""
+        entry delivered so far recorded as such. `progress(entries)` is called after each chunk."""
         total = 0
         while (n := self.deliver_chunk()) > 0:
             total += n
+            if progress:
+                progress(n)
         return total
 
     def deliver_chunk(self) -> int:

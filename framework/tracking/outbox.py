@@ -59,8 +59,8 @@ class Outbox:
 class RunRecord:
     """Which MLflow run this folder belongs to and how much of the outbox it has received."""
     tracking_uri: str
-    experiment: str
-    run_name: str
+    experiment: str = "video-training"  # defaults: records written before the outbox held only uri and run id
+    run_name: str = "default"
     run_id: str | None = None
     delivered: int = 0  # byte offset into the outbox
 

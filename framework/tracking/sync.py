@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_http()
     delivery = Delivery(run_dir)
     try:
-        delivered = delivery.drain()
+        with progress_bar() as bar:
+            delivered = delivery.drain(progress=bar.update)
     except Exception as e:
         what = "refused by" if is_rejection(e) else "cannot reach"
         print(f"vt-mlflow-sync: {what} {record.tracking_uri}: {short(e)}\nnothing is lost: "
@@ -40,6 +41,13 @@ def main(argv: list[str] | None = None) -> int:
     if (run_dir / REJECTED).is_file():
         print(f"note: entries the server refused are kept in {run_dir / REJECTED}")
     return 0
+
+
+def progress_bar():
+    from tqdm import tqdm
+
+    live = sys.stderr.isatty()  # in a log file one line every 30 s, not a flood
+    return tqdm(desc="vt-mlflow-sync", unit=" entries", dynamic_ncols=live, mininterval=0.1 if live else 30.0)
 
 
 if __name__ == "__main__":
