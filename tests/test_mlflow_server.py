@@ -20,7 +20,7 @@ from tests.conftest import REPO, run_training, tiny_overrides
 
 pytestmark = pytest.mark.mlflow_server
 
-FIRST_STEPS, TOTAL_STEPS = 8, 60
+FIRST_STEPS, TOTAL_STEPS = 8, 40
 
 
 @pytest.fixture(scope="module")
