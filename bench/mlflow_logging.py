@@ -31,7 +31,8 @@ def summary(seconds: list[float]) -> dict:
 
 
 def timed_tracker(run_dir: Path, uri: str, steps: int) -> dict:
-    cfg = SimpleNamespace(tracking_uri=uri, experiment="bench", run_name=None, system_metrics_every_s=10.0)
+    cfg = SimpleNamespace(tracking_uri=uri, experiment="bench", run_name=None, system_metrics_every_s=10.0,
+                          log_checkpoint=False)
     tracker = MlflowTracker(run_dir, cfg, "bench", tags={})
     times = []
     for step in range(1, steps + 1):

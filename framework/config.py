@@ -112,6 +112,7 @@ class MlflowConfig:
     experiment: str = "video-training"
     run_name: Optional[str] = None
     system_metrics_every_s: Optional[float] = 10.0  # cpu, memory, GPU memory with the train metrics; null: off
+    log_checkpoint: bool = False  # upload the final checkpoint folder as the run's `checkpoint/` artifact
 
     def __post_init__(self):
         _require(self.system_metrics_every_s is None or self.system_metrics_every_s >= 0,

@@ -10,8 +10,9 @@ from framework.tracking.mlflow_tracker import MlflowTracker
 from framework.tracking.outbox import REJECTED, RunRecord
 
 
-def tracked(run_dir, steps: int, extra: dict | None = None) -> MlflowTracker:
-    cfg = SimpleNamespace(tracking_uri=None, experiment="unit", run_name=None, system_metrics_every_s=None)
+def tracked(run_dir, steps: int, extra: dict | None = None, log_checkpoint: bool = False) -> MlflowTracker:
+    cfg = SimpleNamespace(tracking_uri=None, experiment="unit", run_name=None, system_metrics_every_s=None,
+                          log_checkpoint=log_checkpoint)
     tracker = MlflowTracker(run_dir, cfg, "unit", tags={"git_commit": "abc"})
     tracker.log_params({"lr": 0.1})
     for step in range(1, steps + 1):
@@ -46,16 +47,25 @@ def test_a_refused_entry_is_kept_aside_and_does_not_block_the_rest(tmp_path):
     assert c.get_run(run_id).info.status == "FINISHED"
 
 
-def test_sqlite_artifacts_stay_in_the_run_folder(tmp_path, monkeypatch):
-    """Not in ./mlruns of wherever the job was started."""
+def test_artifacts_and_the_final_checkpoint_stay_in_the_run_folder(tmp_path, monkeypatch):
+    """With the sqlite default, artifacts go beside the database, not to ./mlruns of wherever the job was started;
+    with log_checkpoint the last checkpoint folder is the run's `checkpoint/` artifact."""
     monkeypatch.chdir(tmp_path)
     run_dir = tmp_path / "run"
-    tracker = tracked(run_dir, steps=1)
+    tracker = tracked(run_dir, steps=1, log_checkpoint=True)
     (run_dir / "config.yaml").write_text("a: 1\n")
     tracker.log_artifact(run_dir / "config.yaml")
+    for step in (1, 2):
+        ckpt = run_dir / "checkpoints" / f"step{step}"
+        ckpt.mkdir(parents=True)
+        (ckpt / "model.pt").write_bytes(bytes([step]) * 10)
+        tracker.set_tags({"last_checkpoint": ckpt})
     tracker.close()
     c, run_id = store(run_dir)
-    assert [a.path for a in c.list_artifacts(run_id)] == ["config.yaml"]
+    assert {a.path for a in c.list_artifacts(run_id)} == {"config.yaml", "checkpoint"}
+    assert [a.path for a in c.list_artifacts(run_id, "checkpoint")] == ["checkpoint/model.pt"]
+    model = c.download_artifacts(run_id, "checkpoint/model.pt", str(tmp_path))
+    assert open(model, "rb").read() == bytes([2]) * 10
     assert list((run_dir / "mlartifacts").rglob("config.yaml"))
     assert not os.path.exists(tmp_path / "mlruns")
 

@@ -72,6 +72,7 @@ class MlflowTracker(Tracker):
         open_record(self.run_dir, self.uri, cfg.experiment, cfg.run_name or run_name)
         self.outbox = Outbox(self.run_dir)
         self.system = self._system_metrics(cfg.system_metrics_every_s)
+        self.log_checkpoint, self.last_checkpoint = cfg.log_checkpoint, None
         self.delivery = Delivery(self.run_dir)
         self.courier = Courier(self.delivery)
         self._append("status", status="RUNNING")  # a resumed job reopens its run
@@ -114,11 +115,14 @@ class MlflowTracker(Tracker):
         self._append("artifact", path=str(Path(path).resolve()), artifact_path=artifact_path)
 
     def set_tags(self, tags: dict) -> None:
+        self.last_checkpoint = tags.get("last_checkpoint", self.last_checkpoint)
         self._append("tags", values={k: str(v) for k, v in tags.items()})
 
     def close(self, status: str = "FINISHED") -> None:
         """Deliver what is left now if the server answers; if not, say how to deliver it later."""
         self.closed = True
+        if self.log_checkpoint and self.last_checkpoint is not None:  # the final checkpoint, as the run's model
+            self.log_artifact(self.last_checkpoint, artifact_path="checkpoint")
         self._append("status", status=status)
         self._final_delivery()
 
