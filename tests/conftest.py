@@ -9,6 +9,10 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "mlflow_server: starts a real `mlflow server` on 127.0.0.1 and stops it mid-run")
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """A small synthetic workflow dataset with shards: 6 train + 2 test videos of 50–90 sampled frames."""
@@ -32,7 +36,3 @@ def run_training(overrides: list[str], nproc: int = 2, timeout: int = 300, **pop
 def tiny_overrides(data: Path, run_dir: Path, *extra: str) -> list[str]:
     return [f"data.root={data}", f"run_dir={run_dir}", "name=test", "data.batch_size=2", "data.seq_len=8",
             "trainer.lr=0.0003", "trainer.warmup_steps=2", "trainer.log_every=1", *extra]
-
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "mlflow_server: starts a real `mlflow server` on 127.0.0.1 and stops it mid-run")
