@@ -1,6 +1,8 @@
 """The tracker's outbox on the default store (sqlite in the run folder), in one process: real MLflow, no server."""
 import json
 import os
+import subprocess
+import sys
 from types import SimpleNamespace
 
 from mlflow.tracking import MlflowClient
@@ -8,6 +10,7 @@ from mlflow.tracking import MlflowClient
 from framework.tracking.delivery import Delivery
 from framework.tracking.mlflow_tracker import MlflowTracker
 from framework.tracking.outbox import REJECTED, RunRecord
+from tests.conftest import REPO
 
 
 def tracked(run_dir, steps: int, extra: dict | None = None, log_checkpoint: bool = False) -> MlflowTracker:
@@ -79,3 +82,18 @@ def test_a_run_recorded_before_the_outbox_is_continued(tmp_path):
     tracked(tmp_path, steps=2).close()
     assert [m.step for m in c.get_metric_history(run_id, "train/loss")] == [1, 2]
     assert RunRecord.load(tmp_path).run_id == run_id
+
+
+def test_a_job_that_dies_of_an_exception_delivers_its_metrics_and_marks_the_run_failed(tmp_path):
+    script = f"""
+import sys
+sys.path.insert(0, {str(REPO)!r})
+from tests.test_tracking import tracked
+tracked({str(tmp_path)!r}, steps=3)
+raise RuntimeError("boom")
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "RuntimeError: boom" in proc.stderr
+    c, run_id = store(tmp_path)
+    assert [m.step for m in c.get_metric_history(run_id, "train/loss")] == [1, 2, 3]
+    assert c.get_run(run_id).info.status == "FAILED"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import sys
 import threading
 import time
 from pathlib import Path
@@ -80,6 +81,7 @@ class MlflowTracker(Tracker):
         self.courier.start()
         self.closed = False
         atexit.register(self._deliver_at_exit)
+        self._chain_excepthook()
 
     @staticmethod
     def _system_metrics(every_s: float | None):
@@ -125,6 +127,18 @@ class MlflowTracker(Tracker):
             self.log_artifact(self.last_checkpoint, artifact_path="checkpoint")
         self._append("status", status=status)
         self._final_delivery()
+
+    def _chain_excepthook(self) -> None:
+        """A job that dies of an exception marks its run FAILED (KILLED on Ctrl-C), as mlflow.start_run does,
+        instead of leaving it RUNNING forever."""
+        previous = sys.excepthook
+
+        def hook(kind, value, traceback):
+            if not self.closed:
+                self.close("KILLED" if issubclass(kind, KeyboardInterrupt) else "FAILED")
+            previous(kind, value, traceback)
+
+        sys.excepthook = hook
 
     def _deliver_at_exit(self) -> None:
         """A job that ends without close() (an exception, sys.exit on preemption) still sends what it logged:
