@@ -43,8 +43,8 @@ class Courier(threading.Thread):
             delivered = self.delivery.drain()
         except Exception as e:  # an outage: the entries stay in the outbox for the next attempt
             if not self.failing:
-                log.warning("MLflow unreachable (%s); training goes on, tracking waits in %s", short(e),
-                            self.delivery.outbox.path)
+                log.warning("MLflow unreachable (%s); training goes on, tracking waits in %s and is delivered "
+                            "when the server answers", short(e), self.delivery.outbox.path)
             self.failing = True
             return False
         if self.failing:
@@ -58,8 +58,12 @@ class Courier(threading.Thread):
 
 
 def short(error: Exception) -> str:
-    text = str(error).splitlines()[0] if str(error) else type(error).__name__
-    return text[:200]
+    """One line for a log: MLflow wraps a refused connection in three layers of urllib3 text."""
+    text = str(error)
+    for symptom in ("Connection refused", "timed out", "Connection reset", "Name or service not known"):
+        if symptom in text:
+            return symptom.lower()
+    return (text.splitlines()[0] if text else type(error).__name__)[:200]
 
 
 class MlflowTracker(Tracker):
