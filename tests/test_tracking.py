@@ -97,3 +97,17 @@ raise RuntimeError("boom")
     c, run_id = store(tmp_path)
     assert [m.step for m in c.get_metric_history(run_id, "train/loss")] == [1, 2, 3]
     assert c.get_run(run_id).info.status == "FAILED"
+
+
+def test_sync_to_another_store_gets_the_whole_history(tmp_path, capsys):
+    """vt-mlflow-sync --tracking-uri moves a run: the other store gets every step, in a run of its own."""
+    from framework.tracking.sync import main as sync
+
+    tracked(tmp_path, steps=3).close()
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    assert sync([str(tmp_path), "--tracking-uri", other]) == 0
+    run_id = RunRecord.load(tmp_path).run_id
+    assert f"to MLflow run {run_id} at {other}" in capsys.readouterr().out
+    c = MlflowClient(tracking_uri=other)
+    assert [m.step for m in c.get_metric_history(run_id, "train/loss")] == [1, 2, 3]
+    assert c.get_run(run_id).info.status == "FINISHED"
