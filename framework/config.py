@@ -147,6 +147,12 @@ class MlflowConfig:
     tracking_uri: Optional[str] = None  # None: sqlite store in the run folder
     experiment: str = "video-training"
     run_name: Optional[str] = None
+    system_metrics_every_s: Optional[float] = 10.0  # cpu, memory, GPU memory with the train metrics; null: off
+    log_checkpoint: bool = False  # upload the final checkpoint folder as the run's `checkpoint/` artifact
+
+    def __post_init__(self):
+        _require(self.system_metrics_every_s is None or self.system_metrics_every_s >= 0,
+                 f"logging.mlflow.system_metrics_every_s must be >= 0 or null, got {self.system_metrics_every_s}")
 
 
 @dataclass

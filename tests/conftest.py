@@ -11,6 +11,10 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "mlflow_server: starts a real `mlflow server` on 127.0.0.1 and stops it mid-run")
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """A small synthetic workflow dataset with shards: 6 train + 2 test videos of 50–90 sampled frames."""
