@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from . import checkpoint
 from .data.loader import SequenceBatch, SequenceLoader
+from .data.augment import build_augment  # [loader hook] clip-consistent augmentation
 from .engine import build_engine
 from .env import DistEnv
 from .evaluate import EvalResult, evaluate, timeline_plot
@@ -50,6 +51,7 @@ class Trainer:
         self.loader = SequenceLoader(d.root, d.train_split, env.rank, env.world_size, d.batch_size, d.seq_len,
                                      seed=cfg.seed, shuffle=d.shuffle, num_workers=d.num_workers)
         self.labels = self.loader.manifest.labels
+        self.augment = build_augment(d)  # [loader hook] identity unless data.augment=clip
         self.engine = build_engine(build_model(cfg.model, len(self.labels)), cfg)
         self.state = self.engine.module.initial_state(d.batch_size, device=device)  # carried across batches
         self.step = 0
@@ -86,7 +88,8 @@ class Trainer:
     def train_step(self, batch: SequenceBatch) -> torch.Tensor:
         """One batch; returns [loss, correct frames, valid frames]."""
         batch = batch.to(self.device)
-        logits, new_state = self.engine(batch.frames, self.state, batch.starts)
+        frames = self.augment(batch.frames, batch.aug_seed)  # [loader hook] on the device, one draw per lane
+        logits, new_state = self.engine(frames, self.state, batch.starts)
         loss = masked_cross_entropy(logits, batch.labels, batch.valid)
         self.engine.backward(loss)
         self.engine.step()
