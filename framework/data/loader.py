@@ -131,7 +131,12 @@ class SequenceLoader:
                 if c.video >= 0:
                     per_shard.setdefault(int(self._shard_of[c.video]), []).append(
                         self.videos[c.video].start + c.frames(self.seq_len))
-        return {k: iter(self._shard_loader(k, np.concatenate(idx))) for k, idx in per_shard.items()}
+        threads = torch.get_num_threads()
+        streams = {k: iter(self._shard_loader(k, np.concatenate(idx))) for k, idx in per_shard.items()}
+        # FFCV sets torch's intra-op threads of the calling thread to num_workers; give the trainer its own
+        # setting back (with more threads than cores, copies and the model fight FFCV's decoder threads)
+        torch.set_num_threads(threads)
+        return streams
 
     def _shard_loader(self, k: int, order: np.ndarray):
         from ffcv.loader import Loader, OrderOption
@@ -139,7 +144,9 @@ class SequenceLoader:
         if k not in self._ffcv:
             self._ffcv[k] = Loader(str(self.shard_paths[k]), batch_size=self.seq_len, num_workers=self.num_workers,
                                    order=OrderOption.SEQUENTIAL, indices=order, pipelines=reader_pipelines(),
-                                   drop_last=False, os_cache=self.os_cache)
+                                   drop_last=False, os_cache=self.os_cache,
+                                   # a FFCV batch is one lane's chunk: prefetch two whole steps, not 3 chunks
+                                   batches_ahead=max(3, 2 * self.batch_size))
         else:
             # FFCV 1.0.2 has no public way to change the order of an existing Loader; these three attributes
             # are all that Sequential order and len() read. Rebuilding instead would re-JIT the pipeline.
@@ -158,8 +165,10 @@ class SequenceLoader:
             image, _, frame, _, label = next(streams[self._shard_of[c.video]])
             if frames is None:
                 frames = torch.zeros((len(chunks), *image.shape), dtype=torch.uint8)
-            # copy out at once: FFCV refills its output buffers while we read the other lanes
-            frames[b], index[b], labels[b] = image, frame.reshape(T), label.reshape(T)
+            # copy out at once: FFCV refills its output buffers while we read the other lanes (numpy's copy:
+            # one thread, no dispatch cost)
+            np.copyto(frames[b].numpy(), image.numpy())
+            index[b], labels[b] = frame.reshape(T), label.reshape(T)
         if frames is None:
             frames = torch.zeros((len(chunks), T, *self._frame_shape()), dtype=torch.uint8)
         lengths = torch.tensor([c.length for c in chunks])
