@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import time
@@ -99,6 +100,32 @@ class Ours:
 
     def run(self) -> int:
         return sum(int(b.valid.sum()) for b in self.loader)
+
+
+class FFCVAlone:
+    """FFCV's Loader by itself on the same frames, one FFCV batch per clip as in ours: what our wrapper
+    (lane assembly, copies, masks, seeds) adds on top of FFCV."""
+
+    def __init__(self, root: Path, clips, s: Setup, decode: bool = True):
+        from ffcv.loader import Loader, OrderOption
+
+        from framework.data.manifest import Manifest
+        from framework.data.schema import reader_pipelines
+
+        pipelines = reader_pipelines()
+        if not decode:  # FFCV's own cost per batch: the same traversal with the image field left out
+            pipelines["image"] = None
+        order = np.concatenate([video.start + offset + np.arange(s.seq_len) for video, offset in clips])
+        self.loader = Loader(str(root / Manifest.load(root).shards[0].name), batch_size=s.seq_len,
+                             num_workers=s.workers, order=OrderOption.SEQUENTIAL, indices=order,
+                             pipelines=pipelines, os_cache=True, batches_ahead=2 * s.batch)
+        torch.set_num_threads(1)  # FFCV raised it to num_workers (see SequenceLoader._streams)
+        self.run()
+
+    def run(self) -> int:
+        n = sum(b[-1].shape[0] for b in self.loader)  # the label field: there with or without images
+        torch.set_num_threads(1)
+        return n
 
 
 class PyAVClips(torch.utils.data.Dataset):
@@ -188,13 +215,16 @@ class BareDecode:
 
 # -- measuring ---------------------------------------------------------------------------------------
 def measure(methods: dict, rounds: int) -> dict:
+    """Interleaved rounds; also the machine's load average before and after (others' jobs count)."""
     rates = {name: [] for name in methods}
+    load = [os.getloadavg()[0]]
     for _ in range(rounds):
         for name, m in methods.items():  # interleaved: a burst of load elsewhere hits every method
             start = time.perf_counter()
             frames = m.run()
             rates[name].append(frames / (time.perf_counter() - start))
-    return {name: {"median": statistics.median(r), "runs": [round(x, 1) for x in r]} for name, r in rates.items()}
+    load.append(os.getloadavg()[0])
+    return {name: {"median": statistics.median(r), "runs": [round(x, 1) for x in r]} for name, r in rates.items()}, load
 
 
 def bench(s: Setup, rounds: int, work: Path) -> dict:
@@ -204,17 +234,20 @@ def bench(s: Setup, rounds: int, work: Path) -> dict:
     clips = clips_of(ours.loader, ours.loader.epoch)  # the next epoch's clips: same count every epoch
     methods = {
         "ours": ours,
-        "pyav": Torch(PyAVClips(paths["jpeg"], clips, s.seq_len), s),
+        # a quarter of the clips: PyAV is slow, and a rate does not need the whole epoch
+        "pyav": Torch(PyAVClips(paths["jpeg"], clips[:max(s.batch, len(clips) // 4)], s.seq_len), s),
         "jpeg_folder_pil": Torch(FolderClips(paths["folder"], clips, s.seq_len), s),
         "bare_decode": BareDecode(paths["jpeg"], clips, s),
+        "ffcv_alone": FFCVAlone(paths["jpeg"], clips, s),
+        "ffcv_no_image": FFCVAlone(paths["jpeg"], clips, s, decode=False),
         "ours_raw": Ours(paths["raw"], s),
         "ours_process_cache": Ours(paths["jpeg"], s, os_cache=False),
         "ours_1_worker": Ours(paths["jpeg"], s, workers=1),
     }
-    rates = measure(methods, rounds)
+    rates, load = measure(methods, rounds)
     med = {k: v["median"] for k, v in rates.items()}
     return {
-        "setup": asdict(s), "rounds": rounds, "frames_per_s": rates,
+        "setup": asdict(s), "rounds": rounds, "load_average": load, "frames_per_s": rates,
         "ratios": {"ours/pyav": med["ours"] / med["pyav"], "ours/jpeg_folder_pil": med["ours"] / med["jpeg_folder_pil"],
                    "ours/bare_decode": med["ours"] / med["bare_decode"]},
         "disk_mb": {"source_mp4": disk_mb([paths["jpeg"] / "videos"]),
@@ -233,17 +266,23 @@ def report(r: dict) -> str:
             ("(2) PyAV: decode source mp4 per clip + resize, torch DataLoader", "pyav"),
             ("(3) JPEG folder read with PIL, torch DataLoader", "jpeg_folder_pil"),
             ("(4) bare libjpeg-turbo decode of the shards' JPEG bytes (the limit)", "bare_decode"),
+            ("FFCV Loader alone, same chunks (no lane assembly)", "ffcv_alone"),
+            ("FFCV Loader alone, image field not read (FFCV's own per-batch cost)", "ffcv_no_image"),
             ("ours, raw (uncompressed) shards", "ours_raw"),
             ("ours, FFCV process cache instead of os_cache", "ours_process_cache"),
             ("ours, 1 worker", "ours_1_worker")]
+    def t(k):
+        return 1e6 / f[k]["median"]
+
     table = "\n".join(f"| {label} | {f[k]['median']:.0f} | {', '.join(f'{x:.0f}' for x in f[k]['runs'])} |"
                       for label, k in rows)
     return f"""## Loader throughput (`make bench-loader`, `python -m bench.loader`)
 Machine: {machine()}; {s['workers']} workers (threads for FFCV and (4), processes for the torch DataLoaders).
 {s['videos']} synthetic videos, {r['frames']} frames, {s['source']}×{s['source']} H.264 at {s['fps']:g} fps;
 random clips of {s['batch']} × {s['seq_len']} consecutive frames (the clips of our loader's epoch, every method
-reads the same ones), {SIZE}×{SIZE} uint8 out; JPEG quality 90; page cache warm. Median of {r['rounds']} interleaved
-rounds (the machine is shared with other jobs, so single runs are noisy).
+reads the same ones; PyAV a quarter of them), {SIZE}×{SIZE} uint8 out; JPEG quality 90; page cache warm.
+Median of {r['rounds']} interleaved rounds: the machine was shared with other jobs (1-min load average
+{r['load_average'][0]:.1f} before, {r['load_average'][1]:.1f} after, on {os.cpu_count()} cores), so single runs are noisy.
 
 | method | frames/s (median) | runs |
 |---|---|---|
@@ -254,6 +293,11 @@ rounds (the machine is shared with other jobs, so single runs are noisy).
 | (1)/(2) ours / PyAV | {q['ours/pyav']:.2f} | ≥ 3 |
 | (1)/(3) ours / JPEG folder + PIL | {q['ours/jpeg_folder_pil']:.2f} | ≥ 2 |
 | (1)/(4) ours / bare decode | {q['ours/bare_decode']:.2f} | ≥ 0.8 |
+
+Where the time goes (µs per frame, medians): bare JPEG decode {t('bare_decode'):.0f}; FFCV's Loader on the same
+chunks {t('ffcv_alone'):.0f}, of which traversal, batching and the scalar fields (image not read)
+{t('ffcv_no_image'):.1f}; ours {t('ours'):.0f}, i.e. lane assembly, copy-out, masks and seeds add
+{t('ours') - t('ffcv_alone'):+.0f} on top of FFCV.
 
 | on disk | MB |
 |---|---|
@@ -266,7 +310,7 @@ rounds (the machine is shared with other jobs, so single runs are noisy).
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--work", type=Path, default=REPO / "data" / "bench-loader")
     p.add_argument("--out", type=Path, default=None, help="write a section into this markdown file")

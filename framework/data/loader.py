@@ -160,17 +160,20 @@ class SequenceLoader:
         labels = torch.zeros((len(chunks), T), dtype=torch.int64)
         index = torch.zeros((len(chunks), T), dtype=torch.int64)
         for b, c in enumerate(chunks):
-            if c.video < 0:  # padding reads nothing: zeros, label 0, valid=False
+            if c.video < 0:  # padding reads nothing: zeros (below), label 0, valid=False
                 continue
             image, _, frame, _, label = next(streams[self._shard_of[c.video]])
-            if frames is None:
-                frames = torch.zeros((len(chunks), *image.shape), dtype=torch.uint8)
+            if frames is None:  # empty, not zeros: a memset of every frame costs as much as the copy
+                frames = torch.empty((len(chunks), *image.shape), dtype=torch.uint8)
             # copy out at once: FFCV refills its output buffers while we read the other lanes (numpy's copy:
             # one thread, no dispatch cost)
             np.copyto(frames[b].numpy(), image.numpy())
             index[b], labels[b] = frame.reshape(T), label.reshape(T)
         if frames is None:
-            frames = torch.zeros((len(chunks), T, *self._frame_shape()), dtype=torch.uint8)
+            frames = torch.empty((len(chunks), T, *self._frame_shape()), dtype=torch.uint8)
+        for b, c in enumerate(chunks):
+            if c.video < 0:
+                frames[b] = 0
         lengths = torch.tensor([c.length for c in chunks])
         return SequenceBatch(
             frames=frames,
