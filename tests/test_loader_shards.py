@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from framework.data.loader import SequenceLoader
-from framework.data.manifest import Manifest
+from framework.data.manifest import Manifest, ManifestError
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +96,14 @@ def test_bad_sampling_options_are_refused(tiny_data):
         SequenceLoader(tiny_data, "train", 0, 1, 2, 8, sampling="frames")
     with pytest.raises(ValueError, match="stride=2"):
         SequenceLoader(tiny_data, "train", 0, 1, 2, 8, stride=2)
+
+
+def test_video_outside_its_shard_is_refused(two_shard_data, tmp_path):
+    for f in two_shard_data.iterdir():
+        (tmp_path / f.name).symlink_to(f)
+    raw = json.loads((two_shard_data / "manifest.json").read_text())
+    raw["videos"][-1]["num_frames"] += 1  # one frame more than its shard holds
+    (tmp_path / "manifest.json").unlink()
+    (tmp_path / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(ManifestError, match=f"video {raw['videos'][-1]['id']}: frames .* lie outside shard"):
+        SequenceLoader(tmp_path, "train", 0, 1, 2, 8)
