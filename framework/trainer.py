@@ -49,7 +49,8 @@ class Trainer:
         seed_everything(cfg.seed)  # identical initial weights on every rank
         d = cfg.data
         self.loader = SequenceLoader(d.root, d.train_split, env.rank, env.world_size, d.batch_size, d.seq_len,
-                                     seed=cfg.seed, shuffle=d.shuffle, num_workers=d.num_workers)
+                                     seed=cfg.seed, shuffle=d.shuffle, num_workers=d.num_workers,
+                                     sampling=d.sampling, stride=d.clip_stride)  # [loader hook] sampling mode
         self.labels = self.loader.manifest.labels
         self.augment = build_augment(d)  # [loader hook] identity unless data.augment=clip
         self.engine = build_engine(build_model(cfg.model, len(self.labels)), cfg)

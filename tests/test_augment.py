@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from framework.config import ConfigError, load_config
-from framework.data.augment import AugmentSpec, ClipAugment, augment_clips
+from framework.data.augment import AugmentSpec, ClipAugment, augment_clips, build_augment
 from framework.data.loader import SequenceLoader
 
 SEEDS = torch.tensor([11, 12, 13, 14])
@@ -70,10 +70,21 @@ def test_seeds_follow_sequences_and_resume_exactly(tiny_data):
         assert torch.equal(want, got)
 
 
+def test_config_builds_the_trainer_hook():
+    default, _ = load_config([])
+    frames = still_sequences()
+    assert build_augment(default.data)(frames, SEEDS) is frames, "default: frames reach the model as before"
+    cfg, _ = load_config(["data.augment=clip", "data.augment_scale=0.5", "data.augment_jitter=0.1"])
+    spec = AugmentSpec(scale=(0.5, 1.0), jitter=0.1)
+    assert torch.equal(build_augment(cfg.data)(frames, SEEDS), augment_clips(frames, SEEDS, spec))
+
+
 @pytest.mark.parametrize("override, message", [
     ("data.augment=random", "data.augment='random': choose none or clip"),
     ("data.augment_scale=0", "data.augment_scale must be in (0, 1], got 0.0"),
     ("data.augment_jitter=1.5", "data.augment_jitter must be in [0, 1), got 1.5"),
+    ("data.sampling=frames", "data.sampling='frames': choose stream or clips"),
+    ("data.clip_stride=2", "data.clip_stride=2: must be >= 1, and > 1 only with data.sampling=clips"),
 ])
 def test_bad_augment_config_is_one_line(override, message):
     with pytest.raises(ConfigError) as e:
