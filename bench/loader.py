@@ -281,8 +281,9 @@ Machine: {machine()}; {s['workers']} workers (threads for FFCV and (4), processe
 {s['videos']} synthetic videos, {r['frames']} frames, {s['source']}×{s['source']} H.264 at {s['fps']:g} fps;
 random clips of {s['batch']} × {s['seq_len']} consecutive frames (the clips of our loader's epoch, every method
 reads the same ones; PyAV a quarter of them), {SIZE}×{SIZE} uint8 out; JPEG quality 90; page cache warm.
-Median of {r['rounds']} interleaved rounds: the machine was shared with other jobs (1-min load average
-{r['load_average'][0]:.1f} before, {r['load_average'][1]:.1f} after, on {os.cpu_count()} cores), so single runs are noisy.
+Median of {r['rounds']} interleaved rounds: the machine was shared with other jobs (1-min load
+average {r['load_average'][0]:.1f} before, {r['load_average'][1]:.1f} after, on {os.cpu_count()} cores), so single
+runs are noisy.
 
 | method | frames/s (median) | runs |
 |---|---|---|

@@ -71,7 +71,8 @@ def test_random_clips_with_stride(tiny_data, two_shard_data):
                 continue
             n = int(b.valid[lane].sum())
             np.testing.assert_array_equal(np.diff(b.frame[lane, :n].numpy()), stride)
-            assert int(b.frame[lane, n - 1]) < lengths[v] and bool(b.ends[lane]) == (b.frame[lane, n - 1] + stride >= lengths[v])
+            last = int(b.frame[lane, n - 1])
+            assert last < lengths[v] and bool(b.ends[lane]) == (last + stride >= lengths[v])
             clips[v] = clips.get(v, 0) + 1
     span = (T - 1) * stride + 1
     assert clips == {v: max(1, n // span) for v, n in enumerate(lengths)}, "clips per video ∝ its length"

@@ -100,7 +100,8 @@ class SequenceLoader:
         """Per lane: a seed drawn from (seed, epoch, rank, lane, the step where the lane's sequence began).
         A pure function of the position, so a resumed run augments exactly as the uninterrupted one."""
         if self._begun[0] != epoch:
-            resets = np.array([[c.reset for c in chunks] for chunks in self.plan(epoch)], bool).reshape(-1, self.batch_size)
+            resets = np.array([[c.reset for c in chunks] for chunks in self.plan(epoch)], bool)
+            resets = resets.reshape(-1, self.batch_size)
             steps = np.arange(len(resets))[:, None]
             self._begun = (epoch, np.maximum.accumulate(np.where(resets, steps, 0), axis=0))
         begun = self._begun[1][step]
