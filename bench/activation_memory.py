@@ -131,7 +131,7 @@ def _write(doc: Path, r: dict) -> None:
 ## Saved activation memory per frame (`python -m bench.activation_memory`)
 Machine: {r['machine']}. ResNet-50-GN + LSTM, 224×224 frames, fp32, frame micro-chunks of {CHUNK}.
 Slopes between T = {r['frames'][0]} and {r['frames'][1]} frames (fresh processes): *saved* = bytes kept for the
-backward (saved-tensor hooks, each storage once, weights excluded; exact); *peak* = {r['peak_method']} during
+backward (saved tensors and checkpoint inputs, each storage once, weights excluded; exact); *peak* = {r['peak_method']} during
 forward+backward (includes transient buffers and allocator slack; noisier). Goal: per-stage checkpointing
 ≤ 1/8 of the unchecked memory per frame.
 

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from . import checkpoint
 from .data.loader import SequenceBatch, SequenceLoader
+from .data.augment import build_augment
 from .data.sp import sp_part
 from .engine import build_engine
 from .env import DistEnv
@@ -55,8 +56,9 @@ class Trainer:
         # an SP group reads one batch of sp·T-frame chunks; each of its ranks trains on its own T frames
         self.loader = SequenceLoader(d.root, d.train_split, self.topo.dp_rank, self.topo.dp, d.batch_size,
                                      d.seq_len * self.topo.sp, seed=cfg.seed, shuffle=d.shuffle,
-                                     num_workers=d.num_workers)
+                                     num_workers=d.num_workers, sampling=d.sampling, stride=d.clip_stride)
         self.labels = self.loader.manifest.labels
+        self.augment = build_augment(d)  # identity unless data.augment=clip
         configure_checkpointing(cfg.model.checkpointing, device)
         self.engine = build_engine(build_model(cfg.model, len(self.labels)), cfg)
         self.relay = Relay(self.engine.module.head, self.topo, cfg.trainer.handoff)
@@ -97,7 +99,8 @@ class Trainer:
         sp=1 a relay of one), one engine.backward. Returns [loss share, correct frames, valid frames]."""
         group_frames = batch.valid.sum().clamp(min=1).float().to(self.device)
         part = sp_part(batch, self.topo.sp_rank, self.topo.sp).to(self.device)
-        features = self.engine.module.features(part.frames)
+        frames = self.augment(part.frames, part.aug_seed)  # on the device, one draw per lane
+        features = self.engine.module.features(frames)
         result = self.relay.step(features, self.state, part.starts,
                                  lambda out: masked_cross_entropy(out, part.labels, part.valid, group_frames))
         self.engine.backward(result.surrogate * self.relay.backward_scale)

@@ -16,4 +16,4 @@ def sp_part(batch: SequenceBatch, sp_rank: int, sp: int) -> SequenceBatch:
     return SequenceBatch(
         frames=batch.frames[:, cols], labels=batch.labels[:, cols], valid=batch.valid[:, cols],
         starts=batch.starts & (sp_rank == 0), ends=batch.ends & (last_valid // T == sp_rank),
-        video=batch.video, frame=batch.frame[:, cols])
+        video=batch.video, frame=batch.frame[:, cols], aug_seed=batch.aug_seed)  # one draw per lane, all parts
