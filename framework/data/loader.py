@@ -34,6 +34,9 @@ class SequenceBatch:
     # [B] int64 seed of each lane's augmentation; it changes only where `starts` is set, so a streamed
     # video keeps one crop/flip/colour across its chunks (see framework/data/augment.py)
     aug_seed: Optional[torch.Tensor] = None
+    # [B] int64 valid frames of each lane's whole chunk; more than valid.sum(1) when this is one
+    # sequence-parallel rank's part of it (the loss is normalised by the whole group's frames)
+    lengths: Optional[torch.Tensor] = None
 
     def to(self, device) -> "SequenceBatch":
         return SequenceBatch(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name).to(device)
@@ -45,6 +48,9 @@ class SequenceLoader:
 
     sampling="stream": whole videos played back to back in lanes (stateful training, evaluation);
     sampling="clips": random clips of seq_len frames, `stride` frames apart (clip models, augmentation).
+    part=(k, n): sequence parallelism. The plan is the one of seq_len-frame chunks, and this loader reads
+    and returns only the k-th of n equal parts of every chunk (the ranks of an SP group read the parts of
+    the same chunks); only part 0 resets the state, and a video ends in the part holding its last frame.
     os_cache=True lets the OS page cache hold the shards (shared by all processes of a node);
     False makes each process cache the pages it reads itself (FFCV's process cache).
 
@@ -53,7 +59,7 @@ class SequenceLoader:
 
     def __init__(self, root: Path, split: str, rank: int, world: int, batch_size: int, seq_len: int,
                  seed: int = 0, shuffle: bool = True, num_workers: int = 1, *, sampling: str = "stream",
-                 stride: int = 1, os_cache: bool = True):
+                 stride: int = 1, os_cache: bool = True, part: tuple[int, int] = (0, 1)):
         if sampling not in SAMPLING:
             raise ValueError(f"sampling={sampling!r}: choose one of {SAMPLING}")
         if stride < 1 or (stride > 1 and sampling != "clips"):
@@ -69,6 +75,9 @@ class SequenceLoader:
         self.batch_size, self.seq_len = batch_size, seq_len
         self.seed, self.shuffle, self.num_workers = seed, shuffle, num_workers
         self.sampling, self.stride, self.os_cache = sampling, stride, os_cache
+        self.part, self.parts = part  # read only frames [part·L, (part+1)·L) of each chunk, L = seq_len / parts
+        if not 0 <= self.part < self.parts or seq_len % self.parts:
+            raise ValueError(f"part={part}: need 0 <= part < parts and seq_len={seq_len} divisible by parts")
         self.epoch, self.step = 0, 0
         self._plans: dict[int, list[list[Chunk]]] = {}
         self._begun: tuple = (None, None)  # (epoch, [step, lane] -> step where the lane's sequence began)
@@ -131,7 +140,7 @@ class SequenceLoader:
             for c in chunks:
                 if c.video >= 0:
                     per_shard.setdefault(int(self._shard_of[c.video]), []).append(
-                        self.videos[c.video].start + c.frames(self.seq_len))
+                        self.videos[c.video].start + c.frames(self.seq_len)[self._window()])
         threads = torch.get_num_threads()
         streams = {k: iter(self._shard_loader(k, np.concatenate(idx))) for k, idx in per_shard.items()}
         # FFCV sets torch's intra-op threads of the calling thread to num_workers; give the trainer its own
@@ -139,11 +148,16 @@ class SequenceLoader:
         torch.set_num_threads(threads)
         return streams
 
+    def _window(self) -> slice:
+        L = self.seq_len // self.parts
+        return slice(self.part * L, (self.part + 1) * L)
+
     def _shard_loader(self, k: int, order: np.ndarray):
         from ffcv.loader import Loader, OrderOption
 
         if k not in self._ffcv:
-            self._ffcv[k] = Loader(str(self.shard_paths[k]), batch_size=self.seq_len, num_workers=self.num_workers,
+            self._ffcv[k] = Loader(str(self.shard_paths[k]), batch_size=self.seq_len // self.parts,
+                                   num_workers=self.num_workers,
                                    order=OrderOption.SEQUENTIAL, indices=order, pipelines=reader_pipelines(),
                                    drop_last=False, os_cache=self.os_cache,
                                    # a FFCV batch is one lane's chunk: prefetch two whole steps, not 3 chunks
@@ -156,7 +170,7 @@ class SequenceLoader:
         return self._ffcv[k]
 
     def _batch(self, chunks: list[Chunk], streams: dict) -> SequenceBatch:
-        T = self.seq_len
+        T, first = self.seq_len // self.parts, self._window().start
         frames = None
         labels = torch.zeros((len(chunks), T), dtype=torch.int64)
         index = torch.zeros((len(chunks), T), dtype=torch.int64)
@@ -179,11 +193,12 @@ class SequenceLoader:
         return SequenceBatch(
             frames=frames,
             labels=labels,
-            valid=torch.arange(T)[None, :] < lengths[:, None],
-            starts=torch.tensor([c.reset for c in chunks]),
-            ends=torch.tensor([c.last for c in chunks]),
+            valid=first + torch.arange(T)[None, :] < lengths[:, None],
+            starts=torch.tensor([c.reset and first == 0 for c in chunks]),
+            ends=torch.tensor([c.last and first <= c.length - 1 < first + T for c in chunks]),
             video=torch.tensor([c.video for c in chunks]),
             frame=index,
+            lengths=lengths,
         )
 
     def _frame_shape(self) -> tuple:
