@@ -125,6 +125,11 @@ def _machine() -> str:
 def _write(doc: Path, r: dict) -> None:
     from bench.report import write_section
 
+    # bf16 halves the float boundaries; the uint8 input (3 bytes a pixel) stays; 2 GiB for weights, gradients,
+    # AdamW state and one micro-chunk's recomputation
+    uint8_mib = SIZE * SIZE * 3 / 2**20
+    bf16 = {k: (r["saved_mib_per_frame"][k] - uint8_mib) / 2 + uint8_mib for k in ("stage", "backbone")}
+    frames_80 = {k: int((80 - 2) * 1024 / v) for k, v in bf16.items()}
     rows = "\n".join(f"| {s} | {r['saved_mib_per_frame'][s]:.2f} | {r['saved_fraction_of_off'][s]:.3f} | "
                      f"{r['peak_mib_per_frame'][s]:.2f} | {r['peak_fraction_of_off'][s]:.3f} |" for s in SETTINGS)
     write_section(doc, f"activation_memory_{r['device']}", f"""
@@ -145,6 +150,11 @@ stages drop the uint8 input and the stem's output. Peak-RSS slopes below the sav
 the allocator reusing memory freed earlier in the step: judge the goal on the saved column. DeepSpeed's
 `non_reentrant_checkpoint` kept ≈1.5× more than its reentrant `checkpoint` in a 112² check (3.7 vs 2.4 MiB per
 frame of peak RSS), which is why the framework uses the reentrant one.
+
+Projection, not a measurement (no GPU in this run): in bf16 the kept bytes become ≈{bf16['stage']:.1f} MiB per frame with
+`stage` and ≈{bf16['backbone']:.2f} with `backbone`, so an 80 GB GPU (2 GiB set aside) would hold ≈{frames_80['stage']:,} and
+≈{frames_80['backbone']:,} frames of ResNet-50-GN + LSTM at 224² (memory alone; goal ≥ 10,000). Measure it on a GPU with
+`python -m bench.longest_sequence --budget-gib 80 --backbone resnet50 --size 224 --bf16`.
 """)
 
 
