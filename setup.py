@@ -26,7 +26,7 @@ setup(
             "vt-prep=data_prep.cli:main",
             "vt-train=framework.train:main",
             "vt-eval=framework.eval:main",
-            "vt-launch=launch.local:main",
+            "vt-launch=launch.cli:main",
             "vt-probe=framework.probe:main",
         ]
     },
