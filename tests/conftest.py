@@ -32,3 +32,7 @@ def run_training(overrides: list[str], nproc: int = 2, timeout: int = 300, **pop
 def tiny_overrides(data: Path, run_dir: Path, *extra: str) -> list[str]:
     return [f"data.root={data}", f"run_dir={run_dir}", "name=test", "data.batch_size=2", "data.seq_len=8",
             "trainer.lr=0.0003", "trainer.warmup_steps=2", "trainer.log_every=1", *extra]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slurm: submits jobs to a real single-machine SLURM cluster (tests/slurm_cluster.py)")
