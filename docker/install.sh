@@ -8,7 +8,7 @@ case "${1:?usage: install.sh system|project}" in
     apt-get update -qq
     # FFCV compiles against libturbojpeg and OpenCV; CUDA base images bring no Python of their own
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        build-essential pkg-config libturbojpeg0-dev libopencv-dev git curl \
+        build-essential pkg-config libturbojpeg0-dev libopencv-dev git ca-certificates \
         $(command -v python3 >/dev/null || echo python3 python3-dev python3-venv)
     rm -rf /var/lib/apt/lists/*
     python3 -m venv "$VENV"
