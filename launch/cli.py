@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cluster == "local":
             misplaced = [f"--{k.replace('_', '-')}" for k in SLURM_ONLY if getattr(args, k) not in (None, False)]
             if misplaced:
-                raise ValueError(f"{', '.join(misplaced)} need --cluster slurm")
+                raise ValueError(f"{', '.join(misplaced)}: only with --cluster slurm")
             from . import local
 
             return local.run(points, args.nproc or 1)

@@ -24,8 +24,8 @@ def expand(overrides: list[str]) -> list[list[str]]:
 
     try:
         parsed = OverridesParser.create().parse_overrides(list(overrides))
-    except HydraException as e:
-        raise ConfigError(str(e).splitlines()[0]) from None
+    except HydraException as e:  # e.g. an unbalanced bracket; name the override, not the grammar's tokens
+        raise ConfigError(f"cannot parse override {getattr(e, 'override', '')!r}: {str(e).splitlines()[0]}") from None
     choices = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override()
                else [o.input_line] for o in parsed]
     return [list(combo) for combo in itertools.product(*choices)]
