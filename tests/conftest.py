@@ -35,4 +35,4 @@ def tiny_overrides(data: Path, run_dir: Path, *extra: str) -> list[str]:
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slurm: submits jobs to a real single-machine SLURM cluster (tests/slurm_cluster.py)")
+    config.addinivalue_line("markers", "slurm: jobs on a real single-machine SLURM cluster (tests/slurm_cluster.py)")

@@ -206,7 +206,8 @@ class Cluster:
             # for slurmdbd connections the munge socket is named here, not in AuthInfo
             f"AccountingStoragePass={self.munge_socket}",
             "JobAcctGatherType=jobacct_gather/none", "JobCompType=jobcomp/none",
-            f"NodeName={self.host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={total_memory_mb() // 2} State=UNKNOWN",
+            f"NodeName={self.host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={total_memory_mb() // 2} Features=cpu "
+            "State=UNKNOWN",
             # GraceTime: a preempted job gets its signal, then this long to save before it is requeued
             "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP PriorityTier=1 GraceTime=120",
             "PartitionName=high Nodes=ALL MaxTime=INFINITE State=UP PriorityTier=10",

@@ -117,12 +117,18 @@ def assert_one_mlflow_run_with_every_step(run_dir: Path) -> None:
 
 
 def test_failing_job_reports_its_error(slurm, tmp_path):
-    """A config that validates but cannot run on the cluster (no data there): --wait prints the job's own error."""
-    proc = launch(slurm, f"data.root={tmp_path / 'missing'}", f"run_dir={tmp_path / 'run'}")
+    """A config that validates but cannot run on the cluster (no data there): --wait prints the job's own error.
+    The job also shows that the resource options reach SLURM."""
+    proc = launch(slurm, "--partition=debug", "--time=7", "--mem-gb=1", "--cpus-per-task=1", "--constraint=cpu",
+                  "--sbatch", "comment=vt-test", f"data.root={tmp_path / 'missing'}", f"run_dir={tmp_path / 'run'}")
     out = finish(proc)
     assert proc.returncode == 1
     assert f"ManifestError: no manifest.json in {tmp_path / 'missing'} (build shards with `vt-prep shards`)" in out
     assert "full log:" in out
+    job = slurm.run(["scontrol", "show", "job", job_id(out)])
+    for field in ("Partition=debug", "TimeLimit=00:07:00", "NumTasks=2", "CPUs/Task=1", "MinMemoryNode=1G",
+                  "Features=cpu", "Comment=vt-test"):
+        assert field in job, (field, job)
 
 
 def test_bad_config_is_refused_before_submission(slurm, tmp_path):
