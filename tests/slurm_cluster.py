@@ -202,7 +202,7 @@ class Cluster:
             "PreemptType=preempt/partition_prio", "PreemptMode=REQUEUE",
             "SlurmctldParameters=preempt_send_user_signal",
             "AccountingStorageType=accounting_storage/slurmdbd",
-            f"AccountingStorageHost={self.host}", f"AccountingStoragePort={self.ports['dbd']}",
+            "AccountingStorageHost=127.0.0.1", f"AccountingStoragePort={self.ports['dbd']}",
             # for slurmdbd connections the munge socket is named here, not in AuthInfo
             f"AccountingStoragePass={self.munge_socket}",
             "JobAcctGatherType=jobacct_gather/none", "JobCompType=jobcomp/none",
