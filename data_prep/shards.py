@@ -1,17 +1,16 @@
-"""Write FFCV frame shards + manifest from (video, annotation) pairs."""
+"""Programmatic entry to shard writing for (video, per-frame phase file) pairs; the full pipeline is prepare.py."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-from tqdm import tqdm
+from framework.data.manifest import Manifest, check_relative
 
-from framework.data.manifest import Manifest, ShardEntry, VideoEntry, check_relative, sha256
-from framework.data.schema import FIELDS, writer_fields
-
-from .annotations import AnnotationError, read_phase_file
-from .decode import decode_video
+from .align import sampled_labels  # noqa: F401  (re-exported: part of this module's API)
+from .annotations import AnnotationError
+from .decode import Resize
+from .jobs import Job
+from .stage import StageSpec
 
 
 @dataclass(frozen=True)
@@ -25,73 +24,46 @@ class VideoItem:
 @dataclass(frozen=True)
 class ShardSpec:
     fps: float = 5.0
-    size: int = 64
+    size: int | tuple[int, int] = 64  # int: size × size; (width, height)
+    short_side: int | None = None  # instead of size: scale the short side to this, keep the aspect ratio
     jpeg_quality: int = 90
     raw: bool = False
-    workers: int = 1
+    workers: int = 1  # processes, for decoding and for writing shards
+    shard_bytes: int | None = None  # cap per shard (a split gets several shards); None: one shard per split
+    ann_fps: float | None = None  # rate of annotation rows; None: the video's frame rate
+    tolerance: float = 1.0  # seconds by which labels and video length may differ
+    labels: tuple[str, ...] | None = None
 
+    def __post_init__(self):
+        checks = {"fps must be > 0": self.fps > 0, "jpeg_quality must be in 1..100": 1 <= self.jpeg_quality <= 100,
+                  "workers must be >= 1": self.workers >= 1, "tolerance must be >= 0": self.tolerance >= 0,
+                  "shard size must be > 0": self.shard_bytes is None or self.shard_bytes > 0,
+                  "ann_fps must be > 0": self.ann_fps is None or self.ann_fps > 0}
+        bad = [msg for msg, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError("; ".join(bad))
 
-def sampled_labels(phases: list[str], times: np.ndarray, ann_fps: float, path) -> list[str]:
-    """Label of each sampled frame: the annotation row at its presentation time (rows are at ann_fps)."""
-    rows = np.rint(times * ann_fps).astype(int)
-    if rows[-1] >= len(phases) + 1:  # one row of slack for rounding at the very end
-        raise AnnotationError(f"{path}: {len(phases)} annotation rows but the video runs to row {rows[-1]}")
-    return [phases[min(r, len(phases) - 1)] for r in rows]
+    def stage_spec(self) -> StageSpec:
+        size = (self.size, self.size) if isinstance(self.size, int) else tuple(self.size)
+        resize = Resize(short_side=self.short_side) if self.short_side else Resize(size=size)
+        return StageSpec(fps=self.fps, resize=resize, jpeg_quality=self.jpeg_quality, raw=self.raw,
+                         ann_fps=self.ann_fps, tolerance=self.tolerance,
+                         labels=tuple(self.labels) if self.labels is not None else None)
 
 
 def write_shards(root: Path, items: list[VideoItem], spec: ShardSpec = ShardSpec(),
                  labels: list[str] | None = None, progress: bool = True) -> Manifest:
-    """Decode every item, then write one `<split>.beton` per split under root and the manifest beside it."""
-    root = Path(root)
-    decoded = {}
-    for item in tqdm(items, desc="decode", disable=not progress):
-        check_relative(item.video)
-        d = decode_video(root / item.video, spec.fps, spec.size)
-        decoded[item.id] = (d, sampled_labels(read_phase_file(root / item.annotation), d.times, d.source_fps,
-                                              item.annotation))
-    if labels is None:  # first-seen order, which for workflow datasets is the phase order
-        labels = list(dict.fromkeys(lab for _, labs in decoded.values() for lab in labs))
-    label_index = {name: i for i, name in enumerate(labels)}
-    manifest = Manifest(labels=labels)
-    for split in dict.fromkeys(item.split for item in items):
-        split_items = [it for it in items if it.split == split]
-        manifest.shards.append(_write_split(root, split, split_items, decoded, label_index, manifest, spec))
-    manifest.save(root)
-    return manifest
+    """Shards + manifest for known-good inputs: any skipped input is an error here (the CLI reports instead)."""
+    from .prepare import prepare
 
-
-def _write_split(root, split, items, decoded, label_index, manifest, spec) -> ShardEntry:
-    from ffcv.writer import DatasetWriter
-
-    name = f"{split}.beton"
-    samples = []
     for item in items:
-        d, labs = decoded[item.id]
-        unknown = set(labs) - set(label_index)
-        if unknown:
-            raise AnnotationError(f"{item.annotation}: unknown labels {sorted(unknown)}")
-        vidx = len(manifest.videos)
-        manifest.videos.append(VideoEntry(id=item.id, split=split, shard=name, start=len(samples),
-                                          num_frames=len(d.frames), fps=spec.fps, source=item.video))
-        samples += [(d.frames[k], vidx, k, float(d.times[k]), label_index[labs[k]]) for k in range(len(d.frames))]
-    path = root / name
-    writer = DatasetWriter(str(path), dict(zip(FIELDS, writer_fields(spec.jpeg_quality, spec.raw).values())),
-                           num_workers=spec.workers)
-    writer.from_indexed_dataset(samples, chunksize=256)
-    return ShardEntry(name=name, split=split, num_samples=len(samples), size=path.stat().st_size,
-                      sha256=sha256(path))
-
-
-def items_from_folder(root: Path, test_ids: set[str] = frozenset()) -> list[VideoItem]:
-    """Pair `videos/<id>.mp4` with `annotations/<id>.txt` under root."""
-    root = Path(root)
-    items = []
-    for video in sorted((root / "videos").glob("*.mp4")):
-        ann = root / "annotations" / f"{video.stem}.txt"
-        if not ann.is_file():
-            raise AnnotationError(f"{video}: no annotation file {ann.relative_to(root)}")
-        items.append(VideoItem(video.stem, str(video.relative_to(root)), str(ann.relative_to(root)),
-                               "test" if video.stem in test_ids else "train"))
-    if not items:
-        raise FileNotFoundError(f"no videos/*.mp4 under {root}")
-    return items
+        check_relative(item.video)
+        check_relative(item.annotation)
+    if labels is not None:
+        spec = ShardSpec(**{**spec.__dict__, "labels": tuple(labels)})
+    jobs = [Job(it.id, it.video, it.split, kind="phases", phases=it.annotation) for it in items]
+    result = prepare(root, jobs, spec.stage_spec(), spec.workers, spec.shard_bytes, progress=progress)
+    if result.problems:
+        p = result.problems[0]
+        raise AnnotationError(f"{p.file}: {p.reason} ({len(result.problems)} input(s) failed, see prep_report.json)")
+    return result.manifest

@@ -22,6 +22,13 @@ def _require(ok: bool, msg: str) -> None:
         raise ConfigError(msg)
 
 
+ZERO3_REFUSAL = (
+    "deepspeed.zero_stage=3 is not supported: stage 3 gathers partitioned parameters only inside the engine's "
+    "forward, and the trainer runs the backbone and the temporal head (the sequence-parallel relay) as separate "
+    "calls, which hang or fail at stage 3. Use 0, 1 or 2: stage 2 already partitions gradients and optimizer "
+    "state, and for a video model the memory goes to activations (see model.checkpointing), not parameters.")
+
+
 @dataclass
 class DataConfig:
     root: str = "data/demo"  # folder with manifest.json and the shards
@@ -39,6 +46,25 @@ class DataConfig:
 
 
 @dataclass
+class CheckpointingConfig:
+    """Activation checkpointing of the per-frame backbone (DeepSpeed's checkpointing API), applied to each
+    frame micro-chunk (model.frame_chunk) so the recomputation's peak stays one micro-chunk's worth.
+    granularity: none | backbone (keep only each micro-chunk's input) | stage (keep the 5 stage boundaries) |
+    blocks (keep every `every`-th residual block's boundary)."""
+    granularity: str = "none"
+    every: int = 1
+    cpu_offload: bool = False  # move the kept boundaries to host memory until the backward needs them
+
+    def __post_init__(self):
+        options = ("none", "backbone", "stage", "blocks")
+        _require(self.granularity in options,
+                 f"model.checkpointing.granularity={self.granularity!r}: choose one of {list(options)}")
+        _require(self.every >= 1, f"model.checkpointing.every must be >= 1, got {self.every}")
+        _require(not self.cpu_offload or self.granularity != "none",
+                 "model.checkpointing.cpu_offload needs a granularity other than none (nothing is kept to offload)")
+
+
+@dataclass
 class ModelConfig:
     backbone: str = "resnet18"
     norm: str = "gn"  # bn | frozen_bn | gn | ln | none (see framework/models/norm.py)
@@ -52,6 +78,9 @@ class ModelConfig:
     attention_heads: int = 4  # transformer
     window: int = 64  # transformer: frames of memory
     frame_chunk: Optional[int] = None  # frames per backbone call; seq_len must be a multiple of it
+    feature_dropout: float = 0.0  # dropout on each frame's backbone features (inside the checkpointed region)
+    freeze_stages: int = 0  # freeze the first k of [stem, layer1..layer4]: no gradients, no stored activations
+    checkpointing: CheckpointingConfig = field(default_factory=CheckpointingConfig)
 
     def __post_init__(self):
         from .models.backbone import RESNETS
@@ -65,6 +94,9 @@ class ModelConfig:
         _require(self.norm != "bn" or self.allow_batchnorm, f"model.norm=bn: {LEAK_EXPLANATION}")
         _require(0 <= self.dropout < 1, f"model.dropout must be in [0, 1), got {self.dropout}")
         _require(self.frame_chunk is None or self.frame_chunk >= 1, "model.frame_chunk must be >= 1")
+        _require(0 <= self.feature_dropout < 1, f"model.feature_dropout must be in [0, 1), got {self.feature_dropout}")
+        _require(0 <= self.freeze_stages <= 5, f"model.freeze_stages={self.freeze_stages}: 0 (none) to 5 (the whole "
+                 "backbone), counting the stem and layer1..layer4")
         _require(self.hidden >= 1 and self.layers >= 1 and self.stages >= 1 and self.window >= 1,
                  "model.hidden, model.layers, model.stages and model.window must be >= 1")
         _require(self.head != "transformer" or self.hidden % self.attention_heads == 0,
@@ -95,8 +127,12 @@ class TrainerConfig:
     log_every: int = 10
     resume: str = "auto"  # auto (latest checkpoint in the run folder, if any) | none | <checkpoint folder>
     eval: bool = True  # evaluate on data.eval_split at the end
+    sp: int = 1  # sequence-parallel ranks per sequence group (world = DP × SP); see framework/relay.py
+    handoff: str = "exact"  # exact (gradients cross ranks) | detached (truncated BPTT at rank boundaries)
 
     def __post_init__(self):
+        _require(self.sp >= 1, f"trainer.sp must be >= 1, got {self.sp}")
+        _require(self.handoff in ("exact", "detached"), f"trainer.handoff={self.handoff!r}: exact or detached")
         _require(self.max_steps >= 1, f"trainer.max_steps must be >= 1, got {self.max_steps}")
         _require(self.lr > 0, f"trainer.lr must be > 0, got {self.lr}")
         _require(self.optimizer in ("adamw", "sgd"), f"trainer.optimizer={self.optimizer!r}: adamw or sgd")
@@ -111,6 +147,12 @@ class MlflowConfig:
     tracking_uri: Optional[str] = None  # None: sqlite store in the run folder
     experiment: str = "video-training"
     run_name: Optional[str] = None
+    system_metrics_every_s: Optional[float] = 10.0  # cpu, memory, GPU memory with the train metrics; null: off
+    log_checkpoint: bool = False  # upload the final checkpoint folder as the run's `checkpoint/` artifact
+
+    def __post_init__(self):
+        _require(self.system_metrics_every_s is None or self.system_metrics_every_s >= 0,
+                 f"logging.mlflow.system_metrics_every_s must be >= 0 or null, got {self.system_metrics_every_s}")
 
 
 @dataclass
@@ -134,6 +176,12 @@ class Config:
         chunk = self.model.frame_chunk
         _require(chunk is None or self.data.seq_len % chunk == 0,
                  f"data.seq_len={self.data.seq_len} is not a multiple of model.frame_chunk={chunk}")
+        _require(self.deepspeed.zero_stage < 3, ZERO3_REFUSAL)
+
+    def check_world(self, world_size: int) -> None:
+        """What can only be checked once the number of processes is known."""
+        _require(world_size % self.trainer.sp == 0,
+                 f"trainer.sp={self.trainer.sp} must divide the number of processes ({world_size})")
 
     @property
     def run_path(self) -> Path:

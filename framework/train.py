@@ -22,6 +22,11 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
     env = detect()
+    try:
+        cfg.check_world(env.world_size)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
     device = init_distributed(env)
     start = time.time()
     trainer = Trainer(cfg, raw, env, device)

@@ -8,17 +8,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from . import checkpoint, preempt
 from .data.loader import SequenceBatch, SequenceLoader
+from .data.sp import sp_part
 from .engine import build_engine
 from .env import DistEnv
 from .evaluate import EvalResult, evaluate, timeline_plot
 from .models import build_model
-from .models.heads import detach_state
+from .models.staged import configure_checkpointing
+from .relay import Relay, Topology
 from .tracking import build_tracker, flatten
 
 
@@ -28,11 +31,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Mean over the valid frames; padding past a video's end counts for nothing."""
+def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor,
+                         frames: torch.Tensor) -> torch.Tensor:
+    """Sum over the valid frames divided by `frames`: the valid frames of the whole SP group's batch, so
+    that the ranks' shares add up to the loss one process would compute on the whole sequences. Padding
+    past a video's end counts for nothing."""
     losses = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), reduction="none")
-    mask = valid.flatten().float()
-    return (losses * mask).sum() / mask.sum().clamp(min=1)
+    return (losses * valid.flatten().float()).sum() / frames
 
 
 def progress_bar(total: int, initial: int, enabled: bool) -> tqdm:
@@ -46,11 +51,15 @@ class Trainer:
     def __init__(self, cfg, raw_cfg, env: DistEnv, device: str):
         self.cfg, self.env, self.device = cfg, env, device
         seed_everything(cfg.seed)  # identical initial weights on every rank
-        d = cfg.data
-        self.loader = SequenceLoader(d.root, d.train_split, env.rank, env.world_size, d.batch_size, d.seq_len,
-                                     seed=cfg.seed, shuffle=d.shuffle, num_workers=d.num_workers)
+        d, self.topo = cfg.data, Topology(env.rank, env.world_size, cfg.trainer.sp)
+        # an SP group reads one batch of sp·T-frame chunks; each of its ranks trains on its own T frames
+        self.loader = SequenceLoader(d.root, d.train_split, self.topo.dp_rank, self.topo.dp, d.batch_size,
+                                     d.seq_len * self.topo.sp, seed=cfg.seed, shuffle=d.shuffle,
+                                     num_workers=d.num_workers)
         self.labels = self.loader.manifest.labels
+        configure_checkpointing(cfg.model.checkpointing, device)
         self.engine = build_engine(build_model(cfg.model, len(self.labels)), cfg)
+        self.relay = Relay(self.engine.module.head, self.topo, cfg.trainer.handoff)
         self.state = self.engine.module.initial_state(d.batch_size, device=device)  # carried across batches
         self.step = 0
         self.run_dir = cfg.run_path
@@ -90,16 +99,19 @@ class Trainer:
             yield from self.loader
 
     def train_step(self, batch: SequenceBatch) -> torch.Tensor:
-        """One batch; returns [loss, correct frames, valid frames]."""
-        batch = batch.to(self.device)
-        logits, new_state = self.engine(batch.frames, self.state, batch.starts)
-        loss = masked_cross_entropy(logits, batch.labels, batch.valid)
-        self.engine.backward(loss)
+        """One batch: the backbone on this rank's frames, the head as a relay across the SP group (with
+        sp=1 a relay of one), one engine.backward. Returns [loss share, correct frames, valid frames]."""
+        group_frames = batch.valid.sum().clamp(min=1).float().to(self.device)
+        part = sp_part(batch, self.topo.sp_rank, self.topo.sp).to(self.device)
+        features = self.engine.module.features(part.frames)
+        result = self.relay.step(features, self.state, part.starts,
+                                 lambda out: masked_cross_entropy(out, part.labels, part.valid, group_frames))
+        self.engine.backward(result.surrogate * self.relay.backward_scale)
         self.engine.step()
-        self.state = detach_state(new_state)  # truncated BPTT: the state goes on, its gradient stops here
-        correct = ((logits.argmax(-1) == batch.labels) & batch.valid).sum()
+        self.state = result.carried  # across batches the state goes on, its gradient stops (truncated BPTT)
+        correct = ((result.outputs.argmax(-1) == part.labels) & part.valid).sum()
         # one tensor, read once per logging window: an .item() here would stall the GPU every step
-        return torch.stack([loss.detach().float(), correct.float(), batch.valid.sum().float()])
+        return torch.stack([result.loss.float(), correct.float(), part.valid.sum().float()])
 
     # -- logging -----------------------------------------------------------------------------
     def log_config(self) -> None:
@@ -112,8 +124,11 @@ class Trainer:
         self.tracker.log_artifact(path)
 
     def log_train(self, window: list[torch.Tensor], bar) -> None:
-        loss, correct, frames = torch.stack(window).sum(0).tolist()
-        metrics = {"train/loss": loss / len(window),
+        totals = torch.stack(window).sum(0)
+        if dist.is_initialized():  # every rank's frames count; the SP shares add up, the DP groups average
+            dist.all_reduce(totals)
+        loss, correct, frames = totals.tolist()
+        metrics = {"train/loss": loss / (len(window) * self.topo.dp),
                    "train/accuracy": correct / max(1.0, frames),
                    "train/lr": self.engine.get_lr()[0], "train/epoch": self.loader.epoch}
         bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", acc=f"{metrics['train/accuracy']:.3f}")

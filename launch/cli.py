@@ -78,13 +78,19 @@ def main(argv: list[str] | None = None) -> int:
             misplaced = [f"--{k.replace('_', '-')}" for k in SLURM_ONLY if getattr(args, k) not in (None, False)]
             if misplaced:
                 raise ValueError(f"{', '.join(misplaced)}: only with --cluster slurm")
-            from . import local
-
-            return local.run(points, args.nproc or 1)
-        opts = slurm_options(args)
+            opts, world = None, args.nproc or 1
+        else:
+            opts = slurm_options(args)
+            world = opts.nodes * opts.tasks_per_node
+        for point in points:
+            point.cfg.check_world(world)
     except (ConfigError, ValueError) as e:
         print(f"{'config error' if isinstance(e, ConfigError) else 'vt-launch: error'}: {e}", file=sys.stderr)
         return 2
+    if opts is None:
+        from . import local
+
+        return local.run(points, world)
     return submit_slurm(points, opts, args.wait)
 
 

@@ -1,12 +1,19 @@
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "mlflow_server: starts a real `mlflow server` on 127.0.0.1 and stops it mid-run")
+    config.addinivalue_line("markers", "slurm: jobs on a real single-machine SLURM cluster (tests/slurm_cluster.py)")
 
 
 @pytest.fixture(scope="session")
@@ -34,5 +41,37 @@ def tiny_overrides(data: Path, run_dir: Path, *extra: str) -> list[str]:
             "trainer.lr=0.0003", "trainer.warmup_steps=2", "trainer.log_every=1", *extra]
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slurm: jobs on a real single-machine SLURM cluster (tests/slurm_cluster.py)")
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and all its descendants at once, as a node failure would. (torchrun starts its
+    workers in sessions of their own, so killing the process group is not enough.)"""
+    import psutil
+
+    procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    for p in procs:
+        p.send_signal(signal.SIGKILL)
+    psutil.wait_procs(procs, timeout=30)
+
+
+def kill_after_first_checkpoint(overrides: list[str], run_dir: Path, nproc: int = 2) -> str:
+    """Start a training run, SIGKILL it as soon as its first checkpoint is complete; returns the tag of the
+    checkpoint it left (`latest` is written last, so it names a complete one)."""
+    cmd = [sys.executable, "-m", "launch.local", f"--nproc={nproc}", *overrides]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    latest = run_dir / "checkpoints" / "latest"
+    deadline = time.time() + 240
+    while not (latest.is_file() and latest.read_text().strip()) and time.time() < deadline:
+        assert proc.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.05)
+    kill_tree(proc.pid)
+    proc.wait()
+    assert not (run_dir / "eval.json").exists(), "the run was killed before it finished"
+    return latest.read_text().strip()
+
+
+def final_weights(run_dir: Path) -> dict:
+    import torch
+
+    ckpt = run_dir / "checkpoints"
+    tag = (ckpt / "latest").read_text().strip()
+    return torch.load(ckpt / tag / "mp_rank_00_model_states.pt", weights_only=False)["module"]

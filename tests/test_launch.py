@@ -72,3 +72,8 @@ def test_error_text_is_the_jobs_own_exception():
               "----------------------\nYou can check full logs with 'job.stderr(0)'")
     assert error_text(RuntimeError(framed)) == "framework.data.manifest.ManifestError: no manifest.json in /nowhere"
     assert error_text(RuntimeError("Job 3 has not produced any output")) == "Job 3 has not produced any output"
+
+
+def test_world_size_is_checked_against_the_config(capsys):
+    assert cli.main(["--cluster", "slurm", "--nodes", "1", "--nproc", "3", "trainer.sp=2"]) == 2
+    assert "trainer.sp=2 must divide the number of processes (3)" in capsys.readouterr().err

@@ -26,7 +26,7 @@ def test_conversion_replaces_every_batchnorm(policy, kind):
     n_bn = count(bn_net, nn.BatchNorm2d)
     net, dim = build_backbone("resnet18", policy)
     assert count(net, nn.BatchNorm2d) == 0 and count(net, kind) >= n_bn and dim == 512
-    x = torch.randn(2, 3, 64, 64)
+    x = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8)  # the backbone takes uint8 frames, NHWC
     assert net(x).shape == bn_net(x).shape == (2, 512)
     params = sum(p.numel() for p in net.parameters())
     bn_params = sum(p.numel() for p in bn_net.parameters())

@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO, tiny_overrides
+from tests.conftest import REPO, final_weights, tiny_overrides
 from tests.slurm_cluster import Cluster, ClusterUnavailable
-from tests.test_train import final_weights
 
 pytestmark = pytest.mark.slurm
 STEPS = 12

@@ -1,32 +1,13 @@
 """Real training: 2 processes under torchrun, gloo, a DeepSpeed engine, FFCV shards, MLflow on sqlite."""
 import json
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import REPO, run_training, tiny_overrides
-
-
-def kill_tree(pid: int) -> None:
-    """SIGKILL a process and all its descendants at once, as a node failure would. (torchrun starts its
-    workers in sessions of their own, so killing the process group is not enough.)"""
-    import psutil
-
-    procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
-    for p in procs:
-        p.send_signal(signal.SIGKILL)
-    psutil.wait_procs(procs, timeout=30)
-
-
-def final_weights(run_dir: Path) -> dict:
-    ckpt = run_dir / "checkpoints"
-    tag = (ckpt / "latest").read_text().strip()
-    return torch.load(ckpt / tag / "mp_rank_00_model_states.pt", weights_only=False)["module"]
+from tests.conftest import REPO, final_weights, kill_after_first_checkpoint, run_training, tiny_overrides
 
 
 @pytest.fixture(scope="module")
@@ -79,19 +60,8 @@ def test_resume_after_kill_is_bitwise_identical(trained, tiny_data, tmp_path):
     reference, _ = trained
     run_dir = tmp_path / "killed"
     overrides = tiny_overrides(tiny_data, run_dir, "trainer.max_steps=40", "trainer.checkpoint_every=10")
-    cmd = [sys.executable, "-m", "launch.local", "--nproc=2", *overrides]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    latest = run_dir / "checkpoints" / "latest"
-    deadline = time.time() + 240
-    while not (latest.is_file() and latest.read_text().strip()) and time.time() < deadline:
-        assert proc.poll() is None, "the run ended before it could be killed"
-        time.sleep(0.05)
-    kill_tree(proc.pid)
-    proc.wait()
-    killed_at = latest.read_text().strip()
+    killed_at = kill_after_first_checkpoint(overrides, run_dir)
     assert killed_at in ("step00000010", "step00000020", "step00000030"), killed_at
-    assert not (run_dir / "eval.json").exists(), "the run was killed before it finished"
 
     resumed = run_training(overrides)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

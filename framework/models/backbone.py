@@ -1,4 +1,5 @@
-"""Per-frame CNN backbones (torchvision ResNets) under a normalisation policy (see norm.py)."""
+"""Per-frame CNN backbones (torchvision ResNets) under a normalisation policy (see norm.py), with stage
+freezing and activation checkpointing (see staged.py)."""
 from __future__ import annotations
 
 import math
@@ -8,15 +9,17 @@ import torch
 from torch import nn
 
 from .norm import convert_norm, refuse_batchnorm
+from .staged import StagedResNet
 
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
 
 
-def build_backbone(name: str, norm: str = "gn", pretrained: str | None = None,
-                   allow_batchnorm: bool = False) -> tuple[nn.Module, int]:
-    """A torchvision ResNet, its BatchNorm converted by the norm policy, classifier removed. Returns
-    (module, dim). Built with BatchNorm first so that pretrained BN weights and statistics load; the
-    conversion then keeps them (affine for gn/ln, affine and statistics for frozen_bn)."""
+def build_backbone(name: str, norm: str = "gn", pretrained: str | None = None, allow_batchnorm: bool = False,
+                   **staged) -> tuple[StagedResNet, int]:
+    """A torchvision ResNet, its BatchNorm converted by the norm policy, classifier removed, as a
+    StagedResNet (keyword arguments: feature_dropout, freeze_stages, checkpointing). Returns (module, dim).
+    Built with BatchNorm first so that pretrained BN weights and statistics load; the conversion then keeps
+    them (affine for gn/ln, affine and statistics for frozen_bn)."""
     import torchvision
 
     if name not in RESNETS:
@@ -26,9 +29,7 @@ def build_backbone(name: str, norm: str = "gn", pretrained: str | None = None,
         load_pretrained(net, pretrained)
     convert_norm(net, norm)
     refuse_batchnorm(net, allow_batchnorm)
-    dim = net.fc.in_features
-    net.fc = nn.Identity()
-    return net, dim
+    return StagedResNet(net, **staged), net.fc.in_features
 
 
 def load_pretrained(net: nn.Module, source: str) -> None:

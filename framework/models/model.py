@@ -7,27 +7,17 @@ from torch import nn
 from .backbone import build_backbone
 from .heads import HEADS
 
-# ImageNet statistics: the right ones for torchvision weights and harmless from scratch
-_MEAN = torch.tensor([0.485, 0.456, 0.406]) * 255
-_STD = torch.tensor([0.229, 0.224, 0.225]) * 255
-
-
 class VideoModel(nn.Module):
     def __init__(self, backbone: nn.Module, feat_dim: int, head: nn.Module, frame_chunk: int | None = None):
         super().__init__()
         self.backbone, self.head = backbone, head
         self.feat_dim = feat_dim
         self.frame_chunk = frame_chunk  # frames per backbone call: bounds peak activation memory
-        self.register_buffer("mean", _MEAN.view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", _STD.view(1, 3, 1, 1), persistent=False)
 
     def features(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 [B, T, H, W, 3] → features [B, T, D]; the backbone sees each frame on its own."""
         B, T = frames.shape[:2]
-        x = frames.flatten(0, 1).permute(0, 3, 1, 2).float()
-        dtype = next(self.backbone.parameters()).dtype
-        x = ((x - self.mean) / self.std).to(dtype)
-        chunks = x.split(self.frame_chunk or x.shape[0])
+        chunks = frames.flatten(0, 1).split(self.frame_chunk or B * T)
         return torch.cat([self.backbone(c) for c in chunks]).view(B, T, -1)
 
     def initial_state(self, batch_size: int, device=None):
@@ -40,7 +30,9 @@ class VideoModel(nn.Module):
 
 def build_model(cfg, num_classes: int) -> VideoModel:
     """cfg: a ModelConfig."""
-    backbone, dim = build_backbone(cfg.backbone, cfg.norm, cfg.pretrained, cfg.allow_batchnorm)
+    backbone, dim = build_backbone(cfg.backbone, cfg.norm, cfg.pretrained, cfg.allow_batchnorm,
+                                   feature_dropout=cfg.feature_dropout, freeze_stages=cfg.freeze_stages,
+                                   checkpointing=cfg.checkpointing)
     head = HEADS[cfg.head](dim, num_classes, **head_options(cfg))
     return VideoModel(backbone, dim, head, cfg.frame_chunk)
 

@@ -1,0 +1,103 @@
+"""The run folder's durable record of everything sent to MLflow.
+
+Every tracking call is first appended as one JSON line to <run_dir>/mlflow_outbox.jsonl; a courier delivers the
+lines to MLflow in order and records how far it got in <run_dir>/mlflow_run.json. Training therefore never waits
+for a tracking server, and nothing is lost when one is down or the job is killed: what was not delivered is still
+in the file, for the next job of the run or for `vt-mlflow-sync RUN_DIR`.
+
+Memory stays bounded (the courier reads the file a chunk at a time); the file grows by ~150 bytes per logged
+step, like metrics.jsonl, and is kept as the run's log of what it sent.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import threading
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+OUTBOX = "mlflow_outbox.jsonl"
+RECORD = "mlflow_run.json"
+LOCK = "mlflow_outbox.lock"
+REJECTED = "mlflow_outbox.rejected.jsonl"
+
+
+class Outbox:
+    """Append-only JSON lines. Appends come from the training thread, reads from the courier."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / OUTBOX
+        self._lock = threading.Lock()
+
+    def append(self, entry: dict) -> None:
+        line = json.dumps(entry) + "\n"
+        with self._lock, open(self.path, "a") as f:
+            # one write of a whole line: a reader (or a kill) never sees half an entry as complete
+            f.write(line)
+
+    def size(self) -> int:
+        return self.path.stat().st_size if self.path.is_file() else 0
+
+    def read(self, offset: int, limit: int) -> list[tuple[dict, int]]:
+        """Up to `limit` complete entries from byte `offset`, each with the offset just past it."""
+        out = []
+        if not self.path.is_file():
+            return out
+        with open(self.path, "rb") as f:
+            f.seek(offset)
+            for raw in f:
+                if not raw.endswith(b"\n") or len(out) >= limit:  # a line still being written waits
+                    break
+                offset += len(raw)
+                out.append((json.loads(raw), offset))
+        return out
+
+
+@dataclass
+class RunRecord:
+    """Which MLflow run this folder belongs to and how much of the outbox it has received."""
+    tracking_uri: str
+    experiment: str = "video-training"  # defaults: records written before the outbox held only uri and run id
+    run_name: str = "default"
+    run_id: str | None = None
+    delivered: int = 0  # byte offset into the outbox
+
+    @classmethod
+    def load(cls, run_dir: Path) -> RunRecord | None:
+        path = Path(run_dir) / RECORD
+        if not path.is_file():
+            return None
+        fields = json.loads(path.read_text())
+        return cls(**{k: fields[k] for k in cls.__dataclass_fields__ if k in fields})
+
+    def save(self, run_dir: Path) -> None:
+        path = Path(run_dir) / RECORD
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self)))
+        os.replace(tmp, path)  # atomic: a kill leaves the old record or the new one, never half of one
+
+
+def open_record(run_dir: Path, tracking_uri: str, experiment: str, run_name: str) -> RunRecord:
+    """The record a job starts from: the previous job's if it tracked to the same server, else a new one.
+    A new server gets the whole outbox (the run's full history) from offset 0, in a run of its own."""
+    with delivery_lock(run_dir):
+        old = RunRecord.load(run_dir)
+        if old is not None and old.tracking_uri == tracking_uri:
+            return old
+        record = RunRecord(tracking_uri, experiment, run_name)
+        record.save(run_dir)
+        return record
+
+
+@contextmanager
+def delivery_lock(run_dir: Path):
+    """One deliverer at a time per run folder (the training job's courier or vt-mlflow-sync), so the outbox is
+    delivered once and in order. flock is released by the OS when a holder dies."""
+    with open(Path(run_dir) / LOCK, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -1,0 +1,76 @@
+"""Temporal sampling by presentation timestamp (VFR included), rotation metadata, resizing, JPEG bytes."""
+import numpy as np
+import pytest
+from prep_media import PERIOD, frame_index, write_video
+
+from data_prep.decode import DecodeError, Resize, decode_video
+
+
+def shown_at(times, targets):
+    """Index of the frame on screen at each target time: the last one presented at or before it."""
+    return [int(np.searchsorted(times, t, side="right")) - 1 for t in targets]
+
+
+def test_variable_frame_rate_is_sampled_by_timestamp(tmp_path):
+    times = [0.0, 0.05, 0.3, 0.35, 0.9, 1.0, 1.45, 2.0]
+    path = write_video(tmp_path / "vfr.mp4", len(times), times=times)
+    d = decode_video(path, fps=10, size=32)
+    targets = np.arange(len(d.frames)) / 10
+    want = shown_at(times, targets)
+    assert [frame_index(f) for f in d.frames] == want
+    np.testing.assert_allclose(d.times, np.asarray(times)[want])
+    assert targets[-1] < d.duration <= targets[-1] + 0.1, "sampling runs to the end of the last frame"
+
+
+def test_constant_rate_downsampling_is_exact(tmp_path):
+    """25 fps sampled at 1 fps keeps frames 0, 25, 50, ... (no drift from float rounding)."""
+    path = write_video(tmp_path / "cfr.mp4", 130, fps=25)
+    d = decode_video(path, fps=1, size=16)
+    assert [frame_index(f) for f in d.frames] == [i % PERIOD for i in (0, 25, 50, 75, 100, 125)]
+    np.testing.assert_allclose(d.times, [0, 1, 2, 3, 4, 5])
+
+
+def test_time_window(tmp_path):
+    path = write_video(tmp_path / "w.mp4", 50, fps=10)
+    d = decode_video(path, fps=2, size=16, start=1.0, end=3.0)
+    np.testing.assert_allclose(d.times, [1.0, 1.5, 2.0, 2.5])
+    assert [frame_index(f) for f in d.frames] == [10, 15, 20, 25]
+
+
+@pytest.mark.parametrize("rotation,corner", [(0, (0, 0)), (90, (-1, 0)), (180, (-1, -1)), (-90, (0, -1))])
+def test_rotation_metadata_is_applied(tmp_path, rotation, corner):
+    """A landscape 64x32 frame with a white top-left block, stored with a display matrix rotating it
+    counter-clockwise by `rotation`: decoded frames come out as displayed."""
+    path = write_video(tmp_path / "rot.mp4", 3, width=64, height=32, rotation=rotation, marker=True)
+    d = decode_video(path, fps=10, size=Resize(short_side=32))
+    assert d.rotation == rotation % 360
+    assert d.frames.shape[1:3] == ((64, 32) if rotation % 180 else (32, 64))
+    frame = d.frames[0].mean(-1)
+    r, c = corner
+    assert frame[r, c] > 200, "the marker is in the rotated corner"
+    assert frame[-1 - r, -1 - c] < 100
+
+
+def test_resize_short_side_and_fixed(tmp_path):
+    path = write_video(tmp_path / "r.mp4", 2, width=96, height=64)
+    assert decode_video(path, fps=5, size=Resize(short_side=32)).frames.shape[1:] == (32, 48, 3)
+    assert decode_video(path, fps=5, size=(40, 30)).frames.shape[1:] == (30, 40, 3)
+    assert decode_video(path, fps=5, size=24).frames.shape[1:] == (24, 24, 3)
+
+
+def test_unreadable_files_raise_decode_error(tmp_path):
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    (tmp_path / "text.mp4").write_text("not a video\n")
+    for name in ("empty.mp4", "text.mp4"):
+        with pytest.raises(DecodeError):
+            decode_video(tmp_path / name, fps=5, size=16)
+
+
+def test_staged_jpeg_equals_ffcv_encoder():
+    """Staging encodes frames itself; the shard must hold exactly what FFCV's writer would have encoded."""
+    from ffcv.fields.rgb_image import encode_jpeg
+
+    from data_prep.stage import encode_frame
+
+    rgb = np.random.default_rng(0).integers(0, 255, (24, 40, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(encode_frame(rgb, False, 85), encode_jpeg(rgb, 85))
