@@ -43,6 +43,16 @@ def ensure_installed() -> None:
             raise ClusterUnavailable(f"`{' '.join(cmd)}` failed: {proc.stderr.strip()[-500:]}")
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the process that started the cluster dies, even by SIGKILL,
+    so an interrupted test session leaves no daemons behind."""
+    import ctypes
+    import signal
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -124,7 +134,8 @@ class Cluster:
     # -- daemons ----------------------------------------------------------------------------
     def spawn(self, name: str, cmd: list[str]) -> subprocess.Popen:
         log = open(self.path("log", f"{name}.out"), "ab")
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
+                                preexec_fn=_die_with_parent)
         log.close()
         self.procs.append((name, proc))
         return proc
