@@ -36,8 +36,15 @@ def points(overrides: list[str]) -> list[Point]:
     combos = expand(overrides)
     loaded = [load_config(c)[0] for c in combos]
     if len(combos) > 1 and len({c.run_dir for c in loaded}) < len(combos):
-        combos = [c + [f"run_dir={cfg.run_dir}/{i}",
-                       f"logging.mlflow.run_name={cfg.logging.mlflow.run_name or cfg.name}-{i}"]
+        combos = [_without(c, "run_dir", "logging.mlflow.run_name") + _own_folder(cfg, i)
                   for i, (c, cfg) in enumerate(zip(combos, loaded))]
         loaded = [load_config(c)[0] for c in combos]
     return [Point(i, c, cfg) for i, (c, cfg) in enumerate(zip(combos, loaded))]
+
+
+def _own_folder(cfg: Config, i: int) -> list[str]:
+    return [f"run_dir={cfg.run_dir}/{i}", f"logging.mlflow.run_name={cfg.logging.mlflow.run_name or cfg.name}-{i}"]
+
+
+def _without(overrides: list[str], *keys: str) -> list[str]:
+    return [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in keys]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -47,7 +48,6 @@ def _die_with_parent() -> None:
     """In the child before exec: SIGTERM when the process that started the cluster dies, even by SIGKILL,
     so an interrupted test session leaves no daemons behind."""
     import ctypes
-    import signal
 
     PR_SET_PDEATHSIG = 1
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -265,9 +265,14 @@ class Cluster:
             raise ClusterUnavailable(f"{what} not ready after {seconds:.0f} s; see logs in {self.path('log')}")
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     folder = Path(argv[0] if argv else "/tmp/vt-slurm")
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill PID` stops the daemons as Ctrl-C does
     with Cluster(folder) as cluster:
         print(f"cluster up in {cluster.startup_seconds:.1f} s; in another shell:\n"
               f"  export SLURM_CONF={cluster.conf}\n  sinfo\nCtrl-C stops every daemon.", flush=True)

@@ -77,3 +77,10 @@ def test_error_text_is_the_jobs_own_exception():
 def test_world_size_is_checked_against_the_config(capsys):
     assert cli.main(["--cluster", "slurm", "--nodes", "1", "--nproc", "3", "trainer.sp=2"]) == 2
     assert "trainer.sp=2 must divide the number of processes (3)" in capsys.readouterr().err
+
+
+def test_swept_folders_replace_a_given_run_dir():
+    points = sweep.points(["run_dir=/x/y", "trainer.lr=1e-3,3e-4"])
+    assert [p.overrides for p in points] == [
+        ["trainer.lr=0.001", "run_dir=/x/y/0", "logging.mlflow.run_name=default-0"],
+        ["trainer.lr=0.0003", "run_dir=/x/y/1", "logging.mlflow.run_name=default-1"]]

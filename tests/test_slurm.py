@@ -115,17 +115,23 @@ def assert_one_mlflow_run_with_every_step(run_dir: Path) -> None:
     assert [m.step for m in client.get_metric_history(run_id, "train/loss")] == list(range(1, STEPS + 1))
 
 
-def test_failing_job_reports_its_error(slurm, tmp_path):
-    """A config that validates but cannot run on the cluster (no data there): --wait prints the job's own error.
-    The job also shows that the resource options reach SLURM."""
-    proc = launch(slurm, "--partition=debug", "--time=7", "--mem-gb=1", "--cpus-per-task=1", "--constraint=cpu",
-                  "--sbatch", "comment=vt-test", f"data.root={tmp_path / 'missing'}", f"run_dir={tmp_path / 'run'}")
+def test_sweep_runs_as_an_array_and_reports_each_outcome(slurm, tiny_data, tmp_path):
+    """`data.root=<ok>,<missing>` is a 2-element array job: one run finishes, the other cannot find its data on
+    the cluster and --wait prints that job's own error. The resource options reach SLURM."""
+    missing = tmp_path / "missing"
+    proc = launch(slurm, "--nproc=1", "--partition=debug", "--time=7", "--mem-gb=1", "--cpus-per-task=1",
+                  "--constraint=cpu", "--sbatch", "comment=vt-test",
+                  *tiny_overrides(f"{tiny_data},{missing}", tmp_path / "sweep", "trainer.max_steps=3",
+                                  "trainer.eval=false"))
     out = finish(proc)
-    assert proc.returncode == 1
-    assert f"ManifestError: no manifest.json in {tmp_path / 'missing'} (build shards with `vt-prep shards`)" in out
+    assert proc.returncode == 1, out[-3000:]
+    array = re.search(r"submitted SLURM job (\d+)_0 ", out).group(1)
+    assert f"job {array}_0 finished at step 3 after 0 requeue(s): {tmp_path / 'sweep' / '0'}" in out
+    assert (f"job {array}_1 failed: framework.data.manifest.ManifestError: no manifest.json in {missing} "
+            "(build shards with `vt-prep shards`)") in out
     assert "full log:" in out
-    job = slurm.run(["scontrol", "show", "job", job_id(out)])
-    for field in ("Partition=debug", "TimeLimit=00:07:00", "NumTasks=2", "CPUs/Task=1", "MinMemoryNode=1G",
+    job = slurm.run(["scontrol", "show", "job", f"{array}_1"])
+    for field in ("Partition=debug", "TimeLimit=00:07:00", "NumTasks=1", "CPUs/Task=1", "MinMemoryNode=1G",
                   "Features=cpu", "Comment=vt-test"):
         assert field in job, (field, job)
 
