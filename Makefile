@@ -9,7 +9,7 @@ DEMO_RUN ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
 export OMP_NUM_THREADS ?= 1
 export DS_ACCELERATOR ?= cpu
 
-.PHONY: demo test bench setup apt clean
+.PHONY: demo test bench bench-loader setup apt clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,10 @@ test: $(STAMP)
 
 bench: $(STAMP) data/demo/manifest.json
 	$(BIN)/python -m bench.step_time --out docs/BENCHMARKS.md
+
+# builds its own synthetic 360p videos + shards under data/bench-loader (a few minutes the first time)
+bench-loader: $(STAMP)
+	$(BIN)/python -m bench.loader --out docs/BENCHMARKS.md
 
 clean:
 	rm -rf data/demo

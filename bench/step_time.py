@@ -44,6 +44,7 @@ def framework_step_time(cfg, data, warmup):
     from framework.trainer import Trainer
 
     trainer = Trainer.__new__(Trainer)  # only the pieces train_step uses: no loader, tracker or run folder
+    from framework.data.augment import build_augment
     from framework.engine import build_engine
     from framework.models import build_model
 
@@ -52,6 +53,7 @@ def framework_step_time(cfg, data, warmup):
     torch.manual_seed(0)
     trainer.engine = build_engine(build_model(cfg.model, 5), cfg)
     trainer.device = "cpu"
+    trainer.augment = build_augment(cfg.data)
     trainer.state = trainer.engine.module.initial_state(cfg.data.batch_size)
     trainer.topo = Topology(0, 1, 1)
     trainer.relay = Relay(trainer.engine.module.head, trainer.topo)

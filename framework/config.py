@@ -38,11 +38,25 @@ class DataConfig:
     seq_len: int = 16  # consecutive frames per sequence (the truncated-BPTT window)
     shuffle: bool = True  # shuffle the order of videos every epoch
     num_workers: int = 1
+    sampling: str = "stream"  # training order: stream (whole videos, state carried) | clips (random clips)
+    clip_stride: int = 1  # clips: frames of the video between two frames of a clip
+    # clip-consistent augmentation on the training device (framework/data/augment.py): none | clip
+    augment: str = "none"
+    augment_scale: float = 0.35  # smallest crop area, as a fraction of the frame
+    augment_flip: float = 0.5  # probability of a horizontal flip (per sequence)
+    augment_jitter: float = 0.4  # brightness/contrast/saturation factors in [1 - jitter, 1 + jitter]
 
     def __post_init__(self):
         _require(self.batch_size >= 1, f"data.batch_size must be >= 1, got {self.batch_size}")
         _require(self.seq_len >= 1, f"data.seq_len must be >= 1, got {self.seq_len}")
         _require(self.num_workers >= 1, f"data.num_workers must be >= 1, got {self.num_workers}")
+        _require(self.sampling in ("stream", "clips"), f"data.sampling={self.sampling!r}: choose stream or clips")
+        _require(self.clip_stride == 1 or (self.clip_stride > 1 and self.sampling == "clips"),
+                 f"data.clip_stride={self.clip_stride}: must be >= 1, and > 1 only with data.sampling=clips")
+        _require(self.augment in ("none", "clip"), f"data.augment={self.augment!r}: choose none or clip")
+        _require(0 < self.augment_scale <= 1, f"data.augment_scale must be in (0, 1], got {self.augment_scale}")
+        _require(0 <= self.augment_flip <= 1, f"data.augment_flip must be in [0, 1], got {self.augment_flip}")
+        _require(0 <= self.augment_jitter < 1, f"data.augment_jitter must be in [0, 1), got {self.augment_jitter}")
 
 
 @dataclass

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from . import checkpoint, preempt
 from .data.loader import SequenceBatch, SequenceLoader
-from .data.sp import sp_part
+from .data.augment import build_augment
 from .engine import build_engine
 from .env import DistEnv
 from .evaluate import EvalResult, evaluate, timeline_plot
@@ -52,11 +52,13 @@ class Trainer:
         self.cfg, self.env, self.device = cfg, env, device
         seed_everything(cfg.seed)  # identical initial weights on every rank
         d, self.topo = cfg.data, Topology(env.rank, env.world_size, cfg.trainer.sp)
-        # an SP group reads one batch of sp·T-frame chunks; each of its ranks trains on its own T frames
+        # an SP group plans one batch of sp·T-frame chunks; each of its ranks reads and trains on its T frames
         self.loader = SequenceLoader(d.root, d.train_split, self.topo.dp_rank, self.topo.dp, d.batch_size,
                                      d.seq_len * self.topo.sp, seed=cfg.seed, shuffle=d.shuffle,
-                                     num_workers=d.num_workers)
+                                     num_workers=d.num_workers, sampling=d.sampling, stride=d.clip_stride,
+                                     part=(self.topo.sp_rank, self.topo.sp))
         self.labels = self.loader.manifest.labels
+        self.augment = build_augment(d)  # identity unless data.augment=clip
         configure_checkpointing(cfg.model.checkpointing, device)
         self.engine = build_engine(build_model(cfg.model, len(self.labels)), cfg)
         self.relay = Relay(self.engine.module.head, self.topo, cfg.trainer.handoff)
@@ -101,9 +103,10 @@ class Trainer:
     def train_step(self, batch: SequenceBatch) -> torch.Tensor:
         """One batch: the backbone on this rank's frames, the head as a relay across the SP group (with
         sp=1 a relay of one), one engine.backward. Returns [loss share, correct frames, valid frames]."""
-        group_frames = batch.valid.sum().clamp(min=1).float().to(self.device)
-        part = sp_part(batch, self.topo.sp_rank, self.topo.sp).to(self.device)
-        features = self.engine.module.features(part.frames)
+        group_frames = batch.lengths.sum().clamp(min=1).float().to(self.device)
+        part = batch.to(self.device)
+        frames = self.augment(part.frames, part.aug_seed)  # on the device, one draw per lane
+        features = self.engine.module.features(frames)
         result = self.relay.step(features, self.state, part.starts,
                                  lambda out: masked_cross_entropy(out, part.labels, part.valid, group_frames))
         self.engine.backward(result.surrogate * self.relay.backward_scale)

@@ -1,6 +1,7 @@
 """Whole-video streaming: consecutive frames, correct resets, disjoint balanced ranks, exact resume."""
 import numpy as np
 import pytest
+import torch
 
 from framework.data.loader import SequenceLoader
 from framework.data.order import epoch_plan
@@ -87,3 +88,27 @@ def test_resume_yields_the_batch_that_would_have_come(tiny_data, stop):
     for want, got in zip(reference[stop:], batches(resumed, 40 - stop)):
         for w, g in zip(want, got):
             assert np.array_equal(w, g)
+
+
+def test_sequence_parallel_parts_are_the_consecutive_pieces_of_the_whole_chunks(tiny_data):
+    """The ranks of an SP group read only their part; side by side the parts are the whole batch. Only the
+    first part resets the state; a video ends in the part holding its last frame; `lengths` is the whole's."""
+    whole = list(SequenceLoader(tiny_data, "train", 0, 1, batch_size=2, seq_len=9, seed=3))
+    parts = [list(SequenceLoader(tiny_data, "train", 0, 1, batch_size=2, seq_len=9, seed=3, part=(k, 3)))
+             for k in range(3)]
+    assert all(len(p) == len(whole) for p in parts)
+    for step, w in enumerate(whole):
+        ps = [p[step] for p in parts]
+        for field in ("frames", "labels", "valid", "frame"):
+            joined = torch.cat([getattr(p, field) for p in ps], 1)
+            assert torch.equal(joined[w.valid], getattr(w, field)[w.valid]), field
+        assert torch.equal(torch.cat([p.valid for p in ps], 1), w.valid)
+        assert torch.equal(ps[0].starts, w.starts) and not ps[1].starts.any() and not ps[2].starts.any()
+        assert torch.equal(ps[0].ends | ps[1].ends | ps[2].ends, w.ends)
+        assert sum(p.ends.int() for p in ps).max() <= 1
+        assert all(torch.equal(p.lengths, w.valid.sum(1)) and torch.equal(p.aug_seed, w.aug_seed) for p in ps)
+
+
+def test_a_part_that_does_not_divide_the_chunk_is_refused(tiny_data):
+    with pytest.raises(ValueError, match=r"part=\(0, 3\): need 0 <= part < parts and seq_len=8 divisible"):
+        SequenceLoader(tiny_data, "train", 0, 1, batch_size=2, seq_len=8, part=(0, 3))

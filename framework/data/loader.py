@@ -1,15 +1,25 @@
-"""Sequence loader: batches of B sequences × T consecutive frames read from FFCV shards."""
+"""Sequence loader: batches of B sequences × T frames read from the FFCV shards of one split.
+
+Reading several shards: one FFCV Loader per shard, each fed the frames of that shard's chunks in plan order,
+one FFCV batch per chunk (T frames); the loader takes each lane's next chunk from its shard's stream and
+stacks the lanes into the batch. FFCV reads one file per Loader, and a video lies entirely in one shard, so
+a chunk never needs two files. The cost is one pipeline JIT per shard (≈1 s on first use, measured) and
+one prefetch thread per shard in use; keep shards large (GBs) so their number stays small.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
 
 from .manifest import Manifest, ManifestError, check_shard
-from .order import Chunk, epoch_plan
+from .order import Chunk, clip_plan, epoch_plan
 from .schema import reader_pipelines
+
+SAMPLING = ("stream", "clips")
 
 
 @dataclass
@@ -21,95 +31,182 @@ class SequenceBatch:
     ends: torch.Tensor  # [B] bool; the video ends in this sequence
     video: torch.Tensor  # [B] int64 index into the split's videos (loader.videos), -1 for padding
     frame: torch.Tensor  # [B, T] int64 frame index within the video
+    # [B] int64 seed of each lane's augmentation; it changes only where `starts` is set, so a streamed
+    # video keeps one crop/flip/colour across its chunks (see framework/data/augment.py)
+    aug_seed: Optional[torch.Tensor] = None
+    # [B] int64 valid frames of each lane's whole chunk; more than valid.sum(1) when this is one
+    # sequence-parallel rank's part of it (the loss is normalised by the whole group's frames)
+    lengths: Optional[torch.Tensor] = None
 
     def to(self, device) -> "SequenceBatch":
-        return SequenceBatch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+        return SequenceBatch(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name).to(device)
+                                for f in fields(self)})
 
 
 class SequenceLoader:
-    """Whole-video streaming for one rank; `iter()` runs the rest of the current epoch.
+    """One rank's batches; `iter()` runs the rest of the current epoch.
+
+    sampling="stream": whole videos played back to back in lanes (stateful training, evaluation);
+    sampling="clips": random clips of seq_len frames, `stride` frames apart (clip models, augmentation).
+    part=(k, n): sequence parallelism. The plan is the one of seq_len-frame chunks, and this loader reads
+    and returns only the k-th of n equal parts of every chunk (the ranks of an SP group read the parts of
+    the same chunks); only part 0 resets the state, and a video ends in the part holding its last frame.
+    os_cache=True lets the OS page cache hold the shards (shared by all processes of a node);
+    False makes each process cache the pages it reads itself (FFCV's process cache).
 
     Its position (epoch, step) is all the state it has: the order of an epoch is a function of
     (seed, epoch), so restoring the position gives exactly the batch that would have come next."""
 
     def __init__(self, root: Path, split: str, rank: int, world: int, batch_size: int, seq_len: int,
-                 seed: int = 0, shuffle: bool = True, num_workers: int = 1):
+                 seed: int = 0, shuffle: bool = True, num_workers: int = 1, *, sampling: str = "stream",
+                 stride: int = 1, os_cache: bool = True, part: tuple[int, int] = (0, 1)):
+        if sampling not in SAMPLING:
+            raise ValueError(f"sampling={sampling!r}: choose one of {SAMPLING}")
+        if stride < 1 or (stride > 1 and sampling != "clips"):
+            raise ValueError(f"stride={stride}: must be >= 1, and > 1 only with sampling='clips'")
         self.root = Path(root)
         self.manifest = Manifest.load(self.root)
         self.videos = self.manifest.split(split)
-        shard_names = {v.shard for v in self.videos}
-        if len(shard_names) != 1:
-            raise ManifestError(f"split {split!r} spans shards {sorted(shard_names)}; one shard per split is "
-                                "supported")
-        self.shard_path = check_shard(self.root, self.manifest.shard(shard_names.pop()))
+        self.shard_names = sorted({v.shard for v in self.videos})
+        self.shard_paths = [check_shard(self.root, self.manifest.shard(n)) for n in self.shard_names]
+        self._shard_of = np.array([self.shard_names.index(v.shard) for v in self.videos])
+        self._check_shards_cover_videos()
         self.rank, self.world = rank, world
         self.batch_size, self.seq_len = batch_size, seq_len
         self.seed, self.shuffle, self.num_workers = seed, shuffle, num_workers
+        self.sampling, self.stride, self.os_cache = sampling, stride, os_cache
+        self.part, self.parts = part  # read only frames [part·L, (part+1)·L) of each chunk, L = seq_len / parts
+        if not 0 <= self.part < self.parts or seq_len % self.parts:
+            raise ValueError(f"part={part}: need 0 <= part < parts and seq_len={seq_len} divisible by parts")
         self.epoch, self.step = 0, 0
         self._plans: dict[int, list[list[Chunk]]] = {}
-        self._ffcv = None
+        self._begun: tuple = (None, None)  # (epoch, [step, lane] -> step where the lane's sequence began)
+        self._ffcv: dict[int, object] = {}  # shard position -> FFCV Loader, built on first use (JIT)
+
+    def _check_shards_cover_videos(self) -> None:
+        for v in self.videos:
+            n = self.manifest.shard(v.shard).num_samples
+            if v.start < 0 or v.start + v.num_frames > n:
+                raise ManifestError(f"video {v.id}: frames {v.start}..{v.start + v.num_frames - 1} lie outside "
+                                    f"shard {v.shard} ({n} samples); rebuild the shards with `vt-prep shards`")
 
     # -- order -------------------------------------------------------------------------------
     def plan(self, epoch: int) -> list[list[Chunk]]:
         if epoch not in self._plans:
             lengths = [v.num_frames for v in self.videos]
-            self._plans = {epoch: epoch_plan(lengths, self.world, self.batch_size, self.seq_len, epoch,
-                                             self.seed, self.shuffle)[self.rank]}
+            if self.sampling == "clips":
+                plans = clip_plan(lengths, self.world, self.batch_size, self.seq_len, self.stride, epoch, self.seed)
+            else:
+                plans = epoch_plan(lengths, self.world, self.batch_size, self.seq_len, epoch, self.seed,
+                                   self.shuffle)
+            self._plans = {epoch: plans[self.rank]}
         return self._plans[epoch]
 
     def __len__(self) -> int:
         return len(self.plan(self.epoch))
 
-    def _indices(self, chunk: Chunk) -> np.ndarray:
-        if chunk.video < 0:
-            return np.zeros(self.seq_len, np.int64)
-        t = np.minimum(np.arange(self.seq_len), chunk.length - 1)  # pad by repeating the last frame
-        return self.videos[chunk.video].start + chunk.offset + t
+    def aug_seeds(self, epoch: int, step: int) -> torch.Tensor:
+        """Per lane: a seed drawn from (seed, epoch, rank, lane, the step where the lane's sequence began).
+        A pure function of the position, so a resumed run augments exactly as the uninterrupted one."""
+        if self._begun[0] != epoch:
+            resets = np.array([[c.reset for c in chunks] for chunks in self.plan(epoch)], bool)
+            resets = resets.reshape(-1, self.batch_size)
+            steps = np.arange(len(resets))[:, None]
+            self._begun = (epoch, np.maximum.accumulate(np.where(resets, steps, 0), axis=0))
+        begun = self._begun[1][step]
+        return torch.tensor([int(np.random.SeedSequence([self.seed, epoch, self.rank, lane, int(begun[lane])])
+                                 .generate_state(1, np.uint64)[0] >> np.uint64(1))  # >> 1: fits int64
+                             for lane in range(self.batch_size)], dtype=torch.int64)
 
     # -- iteration ---------------------------------------------------------------------------
     def __iter__(self):
         steps = self.plan(self.epoch)[self.step:]
-        if steps:
-            order = np.concatenate([self._indices(c) for batch in steps for c in batch])
-            for chunks, raw in zip(steps, self._read(order)):
+        streams = self._streams(steps)
+        try:
+            for chunks in steps:
+                batch = self._batch(chunks, streams)
+                batch.aug_seed = self.aug_seeds(self.epoch, self.step)
                 self.step += 1
-                yield self._batch(chunks, raw)
+                yield batch
+        finally:
+            for it in streams.values():
+                it.close()
         self.epoch, self.step = self.epoch + 1, 0
 
-    def _read(self, order: np.ndarray):
+    def _streams(self, steps: list[list[Chunk]]) -> dict:
+        """Per shard in use: an iterator of FFCV batches, one per chunk of that shard, in plan order."""
+        per_shard: dict[int, list[np.ndarray]] = {}
+        for chunks in steps:
+            for c in chunks:
+                if c.video >= 0:
+                    per_shard.setdefault(int(self._shard_of[c.video]), []).append(
+                        self.videos[c.video].start + c.frames(self.seq_len)[self._window()])
+        threads = torch.get_num_threads()
+        streams = {k: iter(self._shard_loader(k, np.concatenate(idx))) for k, idx in per_shard.items()}
+        # FFCV sets torch's intra-op threads of the calling thread to num_workers; give the trainer its own
+        # setting back (with more threads than cores, copies and the model fight FFCV's decoder threads)
+        torch.set_num_threads(threads)
+        return streams
+
+    def _window(self) -> slice:
+        L = self.seq_len // self.parts
+        return slice(self.part * L, (self.part + 1) * L)
+
+    def _shard_loader(self, k: int, order: np.ndarray):
         from ffcv.loader import Loader, OrderOption
 
-        if self._ffcv is None:
-            self._ffcv = Loader(str(self.shard_path), batch_size=self.batch_size * self.seq_len,
-                                num_workers=self.num_workers, order=OrderOption.SEQUENTIAL, indices=order,
-                                pipelines=reader_pipelines(), drop_last=False, os_cache=True)
+        if k not in self._ffcv:
+            self._ffcv[k] = Loader(str(self.shard_paths[k]), batch_size=self.seq_len // self.parts,
+                                   num_workers=self.num_workers,
+                                   order=OrderOption.SEQUENTIAL, indices=order, pipelines=reader_pipelines(),
+                                   drop_last=False, os_cache=self.os_cache,
+                                   # a FFCV batch is one lane's chunk: prefetch two whole steps, not 3 chunks
+                                   batches_ahead=max(3, 2 * self.batch_size))
         else:
             # FFCV 1.0.2 has no public way to change the order of an existing Loader; these three attributes
             # are all that Sequential order and len() read. Rebuilding instead would re-JIT the pipeline.
-            self._ffcv.indices = order
-            self._ffcv.traversal_order.indices = order
-            self._ffcv.first_traversal_order = order
-        it = iter(self._ffcv)
-        try:
-            yield from it
-        finally:
-            it.close()
+            loader = self._ffcv[k]
+            loader.indices = loader.traversal_order.indices = loader.first_traversal_order = order
+        return self._ffcv[k]
 
-    def _batch(self, chunks: list[Chunk], raw) -> SequenceBatch:
-        B, T = self.batch_size, self.seq_len
-        # FFCV reuses its output buffers a few batches later: copy everything out (`.long()` of an int64
-        # tensor is not a copy)
-        image, _, frame, _, label = (x.clone() for x in raw)
+    def _batch(self, chunks: list[Chunk], streams: dict) -> SequenceBatch:
+        T, first = self.seq_len // self.parts, self._window().start
+        frames = None
+        labels = torch.zeros((len(chunks), T), dtype=torch.int64)
+        index = torch.zeros((len(chunks), T), dtype=torch.int64)
+        for b, c in enumerate(chunks):
+            if c.video < 0:  # padding reads nothing: zeros (below), label 0, valid=False
+                continue
+            image, _, frame, _, label = next(streams[self._shard_of[c.video]])
+            if frames is None:  # empty, not zeros: a memset of every frame costs as much as the copy
+                frames = torch.empty((len(chunks), *image.shape), dtype=torch.uint8)
+            # copy out at once: FFCV refills its output buffers while we read the other lanes (numpy's copy:
+            # one thread, no dispatch cost)
+            np.copyto(frames[b].numpy(), image.numpy())
+            index[b], labels[b] = frame.reshape(T), label.reshape(T)
+        if frames is None:
+            frames = torch.empty((len(chunks), T, *self._frame_shape()), dtype=torch.uint8)
+        for b, c in enumerate(chunks):
+            if c.video < 0:
+                frames[b] = 0
         lengths = torch.tensor([c.length for c in chunks])
         return SequenceBatch(
-            frames=image.reshape(B, T, *image.shape[1:]),
-            labels=label.reshape(B, T).long(),
-            valid=torch.arange(T)[None, :] < lengths[:, None],
-            starts=torch.tensor([c.reset for c in chunks]),
-            ends=torch.tensor([c.last for c in chunks]),
+            frames=frames,
+            labels=labels,
+            valid=first + torch.arange(T)[None, :] < lengths[:, None],
+            starts=torch.tensor([c.reset and first == 0 for c in chunks]),
+            ends=torch.tensor([c.last and first <= c.length - 1 < first + T for c in chunks]),
             video=torch.tensor([c.video for c in chunks]),
-            frame=frame.reshape(B, T).long(),
+            frame=index,
+            lengths=lengths,
         )
+
+    def _frame_shape(self) -> tuple:
+        """(H, W, 3) from the first shard's metadata, for a batch that is all padding."""
+        from ffcv.reader import Reader
+
+        meta = Reader(str(self.shard_paths[0])).metadata["f0"][0]  # f0: the image field (schema.FIELDS[0])
+        return int(meta["height"]), int(meta["width"]), 3
 
     # -- resume ------------------------------------------------------------------------------
     def state_dict(self) -> dict:

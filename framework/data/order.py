@@ -1,4 +1,4 @@
-"""Whole-video streaming order for stateful training.
+"""Sampling orders: whole-video streaming for stateful training, and random clips.
 
 Each rank runs B *lanes*; a lane plays its videos back to back in chunks of T frames, and consecutive
 batches continue the same videos, so a hidden state carried from one batch to the next is the state of the
@@ -26,6 +26,11 @@ class Chunk:
     length: int  # valid frames (<= T)
     last: bool  # the video ends in this chunk
     reset: bool  # the carried state must be zeroed before this chunk (video start, or a lane's first chunk)
+    stride: int = 1  # frames of the video between two consecutive frames of the chunk (clips only)
+
+    def frames(self, T: int):
+        """Frame indices within the video; past `length` the last valid frame repeats (padding)."""
+        return self.offset + self.stride * np.minimum(np.arange(T), max(self.length, 1) - 1)
 
 
 PAD = Chunk(video=-1, offset=0, length=0, last=False, reset=True)
@@ -70,3 +75,30 @@ def epoch_plan(lengths: list[int], world: int, batch_size: int, T: int, epoch: i
     # lane r*B + b belongs to rank r
     return [[[chunks[r * batch_size + b][s] for b in range(batch_size)] for s in range(steps)]
             for r in range(world)]
+
+
+def deal(chunks: list[Chunk], world: int, batch_size: int) -> list[list[list[Chunk]]]:
+    """plan[rank][step][lane] from a flat list: consecutive groups of batch_size go to ranks in turn; the last
+    step is padded so every rank runs the same number of steps."""
+    per_step = world * batch_size
+    chunks = chunks + [PAD] * (-len(chunks) % per_step)
+    steps = len(chunks) // per_step
+    return [[chunks[(s * world + r) * batch_size:(s * world + r + 1) * batch_size] for s in range(steps)]
+            for r in range(world)]
+
+
+def clip_plan(lengths: list[int], world: int, batch_size: int, T: int, stride: int, epoch: int,
+              seed: int) -> list[list[list[Chunk]]]:
+    """Random clips of T frames, `stride` frames apart. A video of n frames gives max(1, n // span) clips
+    (span = the frames one clip covers) at random positions, so every frame is drawn about once per epoch
+    and long videos weigh in proportion to their length; clips of all videos are shuffled together.
+    A video shorter than a span gives one clip, padded (valid=False) past its end."""
+    rng = np.random.default_rng([seed, epoch, 1])  # the trailing 1 keeps clip and stream draws apart
+    span = (T - 1) * stride + 1
+    clips = []
+    for v, n in enumerate(lengths):
+        for offset in rng.integers(0, max(n - span, 0) + 1, size=max(1, n // span)):
+            length = min(T, -(-(n - offset) // stride))
+            last = offset + (length - 1) * stride >= n - stride
+            clips.append(Chunk(v, int(offset), length, bool(last), True, stride))
+    return deal([clips[i] for i in rng.permutation(len(clips))], world, batch_size)
