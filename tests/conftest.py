@@ -13,6 +13,7 @@ os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "mlflow_server: starts a real `mlflow server` on 127.0.0.1 and stops it mid-run")
+    config.addinivalue_line("markers", "slurm: jobs on a real single-machine SLURM cluster (tests/slurm_cluster.py)")
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,92 @@
+"""The submitit callable: each SLURM task runs `vt-train` in its own process; `checkpoint()` requeues it.
+
+Preemption / time limit, step by step:
+1. SLURM sends USR2 (`--signal=USR2@<delay>`) to every task. submitit installed a handler that would call
+   `checkpoint()` and requeue straight from the signal handler; we replace it with framework.preempt's, which
+   only sets a flag, because the trainer may be inside a collective or a checkpoint write at that moment.
+2. The trainer sees the flag at the next step boundary (all ranks agree), saves a checkpoint and returns.
+3. Here, rank 0 hands over to submitit's own handler, which calls `checkpoint()` (a new TrainJob with
+   `trainer.resume=auto` and one more requeue counted), pickles it and runs `scontrol requeue`; the other
+   ranks wait for the requeue to end them.
+4. The requeued job resumes from that checkpoint: weights, optimizer, loader position, RNG, carried states,
+   and the same MLflow run (reattached through the run folder).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+
+WAIT_FOR_REQUEUE_S = 300  # other ranks; rank 0's requeue ends them long before this
+
+
+def log(msg: str) -> None:
+    print(f"vt-job: {msg}", flush=True)
+
+
+class TrainJob:
+    def __init__(self, overrides: list[str], workdir: str, max_requeues: int = 3, requeues: int = 0):
+        self.overrides = list(overrides)
+        self.workdir = str(workdir)
+        self.max_requeues = max_requeues
+        self.requeues = requeues  # how many times this job was requeued before this attempt
+
+    def __call__(self) -> dict:
+        from framework import preempt, train
+        from framework.checkpoint import checkpoint_dir, latest
+        from framework.config import load_config
+
+        os.chdir(self.workdir)  # relative data and run folders mean the same as where the job was submitted
+        configure_threads()
+        cfg, _ = load_config(self.overrides)  # a ConfigError ends the job with its one-line message
+        submitit_handler = signal.getsignal(signal.SIGUSR2)
+        preempt.install(signal.SIGUSR2)
+        rank = os.environ.get("SLURM_PROCID", "0")
+        log(f"task {rank}/{os.environ.get('SLURM_NTASKS', '1')} on {socket.gethostname()}, attempt "
+            f"{self.requeues + 1} (requeues so far {self.requeues}, at most {self.max_requeues}), "
+            f"run folder {cfg.run_path.resolve()}")
+        code = train.main(self.overrides)
+        if code:
+            raise RuntimeError(f"vt-train exited with status {code} (the error is in this task's log above)")
+        tag = latest(checkpoint_dir(cfg.run_path))
+        step = int(tag.removeprefix("step")) if tag else 0
+        if preempt.stopped() and step < cfg.trainer.max_steps:
+            log(f"stopped by a preemption/time-limit signal at step {step}; checkpoint "
+                f"{checkpoint_dir(cfg.run_path).resolve() / tag} saved")
+            self._requeue(submitit_handler, int(rank))
+        return {"rank": int(rank), "step": step, "run_dir": str(cfg.run_path.resolve()), "requeues": self.requeues}
+
+    def _requeue(self, submitit_handler, rank: int) -> None:
+        if not callable(submitit_handler):  # not under submitit (called directly): nothing can requeue us
+            raise RuntimeError("stopped by a signal outside a submitit job: resume with trainer.resume=auto")
+        if rank == 0:
+            submitit_handler(signal.SIGUSR2, None)  # checkpoint() -> scontrol requeue -> exit
+            return  # submitit's handler returns only on non-zero ranks
+        if self.requeues >= self.max_requeues:
+            raise RuntimeError(f"preempted after {self.requeues} requeues (max_requeues={self.max_requeues})")
+        log("waiting for rank 0 to requeue the job")
+        time.sleep(WAIT_FOR_REQUEUE_S)
+        raise RuntimeError(f"rank 0 did not requeue the job within {WAIT_FOR_REQUEUE_S} s")
+
+    def checkpoint(self):
+        """Called by submitit (rank 0) on preemption or time limit: the job to run after the requeue, or None."""
+        import submitit
+
+        if self.requeues >= self.max_requeues:
+            log(f"not requeuing: already requeued {self.requeues} times (max_requeues={self.max_requeues}); "
+                "resume by hand with the same overrides (trainer.resume=auto)")
+            return None
+        log(f"requeue {self.requeues + 1}/{self.max_requeues}: the job will resume from its latest checkpoint")
+        overrides = [o for o in self.overrides if not o.startswith("trainer.resume=")] + ["trainer.resume=auto"]
+        return submitit.helpers.DelayedSubmission(
+            TrainJob(overrides, self.workdir, self.max_requeues, self.requeues + 1))
+
+
+def configure_threads(environ=os.environ) -> None:
+    """One intra-op thread per allocated CPU; DeepSpeed's CPU accelerator when the node has no GPU."""
+    from .local import has_gpu
+
+    environ.setdefault("OMP_NUM_THREADS", environ.get("SLURM_CPUS_PER_TASK", "1"))
+    if not has_gpu():
+        environ.setdefault("DS_ACCELERATOR", "cpu")
