@@ -33,7 +33,18 @@ def main(argv: list[str] | None = None) -> int:
     results = trainer.fit()
     if env.is_main:
         report(cfg, trainer, results, time.time() - start)
+    shutdown()
     return 0
+
+
+def shutdown() -> None:
+    """Leave together and take the process group down before the interpreter's shutdown does it: a rank
+    exiting while its peers still hold open connections is the classic source of aborts at exit."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def report(cfg, trainer, results: dict, seconds: float) -> None:

@@ -73,8 +73,8 @@ class Trainer:
         self.resume()
         self.log_config()
         bar = progress_bar(self.cfg.trainer.max_steps, self.step, self.env.is_main)
-        window = []
-        for batch in self.batches():
+        window, batches = [], self.batches()
+        for batch in batches:
             if self.step >= self.cfg.trainer.max_steps:  # e.g. resuming a run that had finished
                 break
             window.append(self.train_step(batch))
@@ -89,6 +89,7 @@ class Trainer:
             if self.step % self.cfg.trainer.checkpoint_every == 0 or self.step == self.cfg.trainer.max_steps:
                 self.save()
         bar.close()
+        batches.close()  # stop the loader's reader threads now, not in the interpreter's shutdown
         if preempt.stopped() and self.step < self.cfg.trainer.max_steps:  # preempt: requeued, resume reattaches
             self.tracker.close("KILLED")
             return {}
