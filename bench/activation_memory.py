@@ -27,6 +27,8 @@ SETTINGS = {  # name → model overrides
     "stage": {"granularity": "stage"},
     "stage + 2 frozen stages": {"granularity": "stage", "freeze_stages": 2},
     "backbone": {"granularity": "backbone"},
+    # the alternative the framework does not use (framework/models/staged.py says why)
+    "stage, DeepSpeed non_reentrant_checkpoint": {"granularity": "stage", "non_reentrant": True},
 }
 SIZE, CHUNK = 224, 4
 
@@ -37,6 +39,7 @@ def measure_once(setting: str, frames: int, device: str) -> dict:
     from framework.models import build_model
 
     opts = dict(SETTINGS[setting])
+    non_reentrant = opts.pop("non_reentrant", False)
     ckpt = CheckpointingConfig(granularity=opts.pop("granularity", "none"))
     cfg = ModelConfig(backbone="resnet50", norm="gn", head="lstm", frame_chunk=CHUNK, checkpointing=ckpt, **opts)
     model = build_model(cfg, 7).to(device).train()
@@ -52,7 +55,7 @@ def measure_once(setting: str, frames: int, device: str) -> dict:
 
     from framework.models import staged
 
-    keep_checkpoint_input = staged.checkpoint
+    keep_checkpoint_input = _non_reentrant if non_reentrant else staged.checkpoint
 
     def counted_checkpoint(function, x):  # DeepSpeed keeps a checkpoint's input outside autograd's saved tensors
         pack(x)
@@ -78,6 +81,12 @@ def measure_once(setting: str, frames: int, device: str) -> dict:
     Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark to the current RSS
     step(frames)
     return {"saved": sum(saved.values()), "peak": _status("VmHWM") - base}
+
+
+def _non_reentrant(function, x):
+    import deepspeed
+
+    return deepspeed.checkpointing.non_reentrant_checkpoint(function, x)
 
 
 def _status(field: str) -> int:
@@ -147,9 +156,9 @@ forward+backward (includes transient buffers and allocator slack; noisier). Goal
 Reading it: `stage` keeps each frame's uint8 input and the outputs of the stem, layer1, layer2 and layer3
 (0.14 + 0.77 + 3.06 + 1.53 + 0.77 = 6.3 MiB at 224², fp32), which is what the saved column shows; two frozen
 stages drop the uint8 input and the stem's output. Peak-RSS slopes below the saved ones (even negative) are
-the allocator reusing memory freed earlier in the step: judge the goal on the saved column. DeepSpeed's
-`non_reentrant_checkpoint` kept ≈1.5× more than its reentrant `checkpoint` in a 112² check (3.7 vs 2.4 MiB per
-frame of peak RSS), which is why the framework uses the reentrant one.
+the allocator reusing memory freed earlier in the step: judge the goal on the saved column. The last row is
+DeepSpeed's `non_reentrant_checkpoint` at the same boundaries (its saved column counts the same inputs; what it
+holds beyond them shows in the peak column), against the reentrant `checkpoint` the framework uses.
 
 Projection, not a measurement (no GPU in this run): in bf16 the kept bytes become ≈{bf16['stage']:.1f} MiB per frame with
 `stage` and ≈{bf16['backbone']:.2f} with `backbone`, so an 80 GB GPU (2 GiB set aside) would hold ≈{frames_80['stage']:,} and

@@ -105,8 +105,8 @@ def checkpoint(function: Callable, x: torch.Tensor) -> torch.Tensor:
     masks match. Reentrant checkpoints only pass gradients to the segment's parameters when an input needs a
     gradient, and the first trainable segment's input (uint8 frames, or frozen stages' output) does not:
     a constant that requires grad is passed along to make the segment part of the graph.
-    Why not DeepSpeed's non_reentrant_checkpoint: measured on ResNet-50 at 112² it keeps 3.7 MiB per frame
-    against 2.4 MiB for this one (bench/activation_memory.py has the 224² figures)."""
+    Why not DeepSpeed's non_reentrant_checkpoint: it holds more memory per frame at the same boundaries
+    (`python -m bench.activation_memory` measures both; docs/BENCHMARKS.md has the figures)."""
     import deepspeed
 
     return deepspeed.checkpointing.checkpoint(_with_anchor(function), x, _ANCHOR)
