@@ -19,7 +19,8 @@ from types import SimpleNamespace
 from framework.tracking.delivery import Delivery, configure_http
 from framework.tracking.mlflow_tracker import MlflowTracker
 from framework.tracking.outbox import RunRecord, open_record
-from framework.tracking.server import LocalServer, free_port
+from framework.env import free_port
+from framework.tracking.server import LocalServer
 
 METRICS = {"train/loss": 0.5, "train/accuracy": 0.8, "train/lr": 1e-3, "train/epoch": 0}
 

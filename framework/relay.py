@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .models.heads import detach_state
+
 
 @dataclass(frozen=True)
 class Topology:
@@ -63,17 +65,6 @@ class Topology:
         return self.rank + 1 if self.sp_rank < self.sp - 1 else None
 
 
-def sp_groups(topo: Topology):
-    """This rank's SP process group (every rank must create every group, in the same order)."""
-    if topo.sp == 1:
-        return None
-    mine = None
-    for g in range(topo.dp):
-        group = dist.new_group(list(range(g * topo.sp, (g + 1) * topo.sp)))
-        mine = group if g == topo.dp_rank else mine
-    return mine
-
-
 def send(tensors, dst: int) -> None:
     for t in tensors:
         dist.send(t.detach().contiguous(), dst)
@@ -111,9 +102,11 @@ class Relay:
         return this rank's share of the group's loss (normalised by the frames of the whole group)."""
         topo, exact = self.topo, self.handoff == "exact"
         feats = features.detach().requires_grad_(True)
-        template = self.head.initial_state(features.shape[0], device=features.device, dtype=features.dtype)
-        if topo.prev is None:
-            state_in = tuple(s.detach() for s in carried) if carried is not None else template
+        # the shapes of the state (None: a stateless head, nothing to hand on); a carried state has them already
+        template = carried if carried is not None else \
+            self.head.initial_state(features.shape[0], device=features.device, dtype=features.dtype)
+        if topo.prev is None or template is None:
+            state_in = template  # carried states arrive detached (relayed, received or loaded)
         else:
             state_in = recv(template, topo.prev)
             state_in = tuple(s.requires_grad_(exact) for s in state_in)
@@ -154,7 +147,7 @@ class Relay:
         if state_out is None:
             return None
         if topo.sp == 1:
-            return tuple(s.detach() for s in state_out)
+            return detach_state(state_out)
         if topo.sp_rank == topo.sp - 1:
             send(state_out, topo.first)
             return None

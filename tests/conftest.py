@@ -69,9 +69,14 @@ def kill_after_first_checkpoint(overrides: list[str], run_dir: Path, nproc: int 
     return latest.read_text().strip()
 
 
-def final_weights(run_dir: Path) -> dict:
+def checkpoint_states(run_dir: Path) -> dict:
+    """The latest DeepSpeed checkpoint's model-states file: weights, engine counters."""
     import torch
 
     ckpt = run_dir / "checkpoints"
     tag = (ckpt / "latest").read_text().strip()
-    return torch.load(ckpt / tag / "mp_rank_00_model_states.pt", weights_only=False)["module"]
+    return torch.load(ckpt / tag / "mp_rank_00_model_states.pt", weights_only=False)
+
+
+def final_weights(run_dir: Path) -> dict:
+    return checkpoint_states(run_dir)["module"]

@@ -17,17 +17,17 @@ import deepspeed
 from deepspeed.utils import safe_get_full_grad
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 from framework.config import Config, DataConfig, DeepSpeedConfig, ModelConfig
 from framework.engine import ds_config
 from framework.env import detect, init_distributed
 from framework.models import build_model
 from framework.models.heads import detach_state
-from framework.relay import Relay, Topology, sp_groups
+from framework.relay import Relay, Topology
+from framework.trainer import masked_cross_entropy
 
 B, T, SIZE, CLASSES, TOL = 2, 4, 16, 3, 1e-5
-HEADS = {"lstm": {"layers": 2}, "gru": {"layers": 1}, "tcn": {"layers": 3, "stages": 2},
+HEADS = {"linear": {}, "lstm": {"layers": 2}, "gru": {"layers": 1}, "tcn": {"layers": 3, "stages": 2},
          "transformer": {"layers": 2, "window": 3, "attention_heads": 2}}
 
 
@@ -41,11 +41,6 @@ def batch_data(step: int, topo: Topology):
     return frames, labels, valid
 
 
-def mean_ce(logits, labels, valid, normaliser):
-    ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
-    return (ce * valid.flatten()).sum() / normaliser
-
-
 def reference_grads(model, frames, labels, valid, state, topo, handoff, reset):
     """One process: DP groups' mean of each group's frame-mean loss; exact or chunk-truncated BPTT."""
     feats = model.features(frames)
@@ -56,10 +51,21 @@ def reference_grads(model, frames, labels, valid, state, topo, handoff, reset):
         state = detach_state(state) if handoff == "detached" else state
         outs.append(out)
     logits = torch.cat(outs, 1)
-    loss = sum(mean_ce(logits[g * B:(g + 1) * B], labels[g * B:(g + 1) * B], valid[g * B:(g + 1) * B],
+    loss = sum(masked_cross_entropy(logits[g * B:(g + 1) * B], labels[g * B:(g + 1) * B], valid[g * B:(g + 1) * B],
                        valid[g * B:(g + 1) * B].sum()) for g in range(topo.dp)) / topo.dp
     grads = torch.autograd.grad(loss, list(model.parameters()))
     return grads, detach_state(state)
+
+
+def sp_groups(topo: Topology):
+    """This rank's SP process group (every rank must create every group, in the same order)."""
+    if topo.sp == 1:
+        return None
+    mine = None
+    for g in range(topo.dp):
+        group = dist.new_group(list(range(g * topo.sp, (g + 1) * topo.sp)))
+        mine = group if g == topo.dp_rank else mine
+    return mine
 
 
 def check(head: str, handoff: str, zero: int, topo: Topology, group) -> float:
@@ -89,7 +95,7 @@ def check(head: str, handoff: str, zero: int, topo: Topology, group) -> float:
         local_labels, local_valid = labels[rows, cols], valid[rows, cols]
         feats = engine.module.features(frames[rows, cols])
         result = relay.step(feats, carried, reset,
-                            lambda out: mean_ce(out, local_labels, local_valid, normaliser))
+                            lambda out: masked_cross_entropy(out, local_labels, local_valid, normaliser))
         engine.backward(result.surrogate * relay.backward_scale)
         for p, r in zip(engine.module.parameters(), ref):
             g = safe_get_full_grad(p)  # the reduced gradient, whatever the ZeRO stage partitioned

@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from framework.env import free_port
+
 PACKAGES = ("slurm-wlm", "munge", "slurmdbd", "mariadb-server")
 BINARIES = ("slurmctld", "slurmd", "slurmdbd", "munged", "mariadbd", "mariadb-install-db", "sbatch", "sacct")
 
@@ -51,12 +53,6 @@ def _die_with_parent() -> None:
 
     PR_SET_PDEATHSIG = 1
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def total_memory_mb() -> int:

@@ -42,16 +42,13 @@ def test_checkpointing_gives_the_gradients_of_no_checkpointing_with_dropout(gran
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="offloading activations to host memory needs a GPU")
 def test_cpu_offload_of_checkpoints_gives_the_same_gradients(monkeypatch):
     """checkpoint_in_cpu is a process-wide DeepSpeed setting, configured through torch.distributed."""
-    import socket
-
     import deepspeed
     import torch.distributed as dist
 
+    from framework.env import free_port
     from framework.models.staged import configure_checkpointing
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
                        "MASTER_PORT": str(port)}.items():
         monkeypatch.setenv(key, value)

@@ -1,13 +1,13 @@
 """framework.preempt: a signal on one rank stops every rank at the same step; launch.job bounds the requeues."""
 import os
 import signal
-import socket
 
 import pytest
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from framework import preempt
+from framework.env import free_port
 from launch.job import TrainJob
 
 
@@ -44,9 +44,7 @@ def _rank(rank: int, port: int, signalled: int, out) -> None:
 
 
 def test_a_signal_on_one_rank_stops_both_at_the_same_step():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     procs = [ctx.Process(target=_rank, args=(r, port, 1, out)) for r in range(2)]

@@ -20,7 +20,7 @@ def test_relay_gradients_equal_single_process(nproc, sp):
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert proc.returncode == 0, (rows, proc.stderr[-3000:])
-    heads = {"lstm", "gru", "tcn", "transformer"}
+    heads = {"linear", "lstm", "gru", "tcn", "transformer"}  # linear: stateless, nothing handed on
     assert {(r["head"], r["handoff"], r["zero"]) for r in rows} == \
         {(h, m, z) for h in heads for m in ("exact", "detached") for z in (0, 1, 2)}
     assert all(r["sp"] == sp and r["dp"] == nproc // sp and r["max_rel_err"] <= 1e-5 for r in rows), rows

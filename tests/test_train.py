@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO, final_weights, kill_after_first_checkpoint, run_training, tiny_overrides
+from tests.conftest import REPO, checkpoint_states, final_weights, kill_after_first_checkpoint, run_training, tiny_overrides
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +84,8 @@ def test_engine_options_train(tiny_data, tmp_path, options):
     assert proc.returncode == 0, proc.stderr[-3000:]
     losses = [json.loads(line)["train/loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert len(losses) == 6 and all(0 < x < 10 for x in losses)
+    accum = 2 if "deepspeed.grad_accum=2" in options else 1
+    assert checkpoint_states(run_dir)["global_steps"] == 6 // accum  # optimizer steps, not batches
     weights = final_weights(run_dir)
     if "deepspeed.bf16=true" in options:
         assert all(w.dtype == torch.bfloat16 for w in weights.values() if w.is_floating_point())

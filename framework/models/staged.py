@@ -66,18 +66,16 @@ class StagedResNet(nn.Module):
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 frames [N, H, W, 3] → features [N, D]."""
         units = self.units()
+        frozen = sum(1 for s, _ in units if s < self.freeze_stages)
         x = frames
         with torch.no_grad():
-            for _, f in units[:self.frozen_units()]:
+            for _, f in units[:frozen]:
                 x = f(x)
-        trainable = units[self.frozen_units():] + [(4, self._pool)]
+        trainable = units[frozen:] + [(4, self._pool)]
         checkpointed = self.granularity != "none" and torch.is_grad_enabled()
         for segment in self.segments(trainable) if checkpointed else [[f for _, f in trainable]]:
             x = checkpoint(run_all(segment), x) if checkpointed else run_all(segment)(x)
         return x
-
-    def frozen_units(self) -> int:
-        return sum(1 for s, _ in self.units() if s < self.freeze_stages)
 
     def segments(self, trainable: list[tuple[int, Callable]]) -> list[list[Callable]]:
         """Trainable units grouped into checkpointed segments by the granularity."""
