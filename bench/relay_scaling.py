@@ -28,12 +28,13 @@ def worker(frames: int, steps: int, warmup: int, overrides: list[str]) -> None:
     from framework.env import detect, init_distributed
     from framework.models import build_model
     from framework.relay import Relay, Topology
+    from framework.train import shutdown
     from framework.trainer import masked_cross_entropy
 
     torch.set_num_threads(1)
     env = detect()
-    init_distributed(env)
     cfg, _ = load_config(["experiment=demo", f"data.seq_len={frames}", f"trainer.sp={env.world_size}", *overrides])
+    init_distributed(env, shm_allreduce=cfg.deepspeed.shm_allreduce)
     torch.manual_seed(0)
     engine = build_engine(build_model(cfg.model, 5), cfg)
     topo = Topology(env.rank, env.world_size, env.world_size)
@@ -42,7 +43,7 @@ def worker(frames: int, steps: int, warmup: int, overrides: list[str]) -> None:
     x = torch.randint(0, 256, (B, frames, 64, 64, 3), dtype=torch.uint8)
     labels, valid = torch.randint(0, 5, (B, frames)), torch.ones(B, frames, dtype=torch.bool)
     total = torch.tensor(float(B * frames * topo.sp))
-    carried, times = None, {p: 0.0 for p in PHASES}
+    carried, times = None, {p: 0.0 for p in (*PHASES, "step")}
     for i in range(warmup + steps):
         marks = [time.perf_counter()]
         feats = engine.module.features(x)
@@ -58,10 +59,13 @@ def worker(frames: int, steps: int, warmup: int, overrides: list[str]) -> None:
         if i >= warmup:
             for p, a, b in zip(PHASES, marks, marks[1:]):
                 times[p] += (b - a) / steps
+            times["step"] += (marks[-1] - marks[0]) / steps
     per_rank = [None] * env.world_size
     torch.distributed.all_gather_object(per_rank, times)
     if env.rank == 0:
-        print("RESULT " + json.dumps({p: max(t[p] for t in per_rank) for p in PHASES}))
+        print("RESULT " + json.dumps({**{p: max(t[p] for t in per_rank) for p in (*PHASES, "step")},
+                                      "grad_allreduce": engine.grad_allreduce}))
+    shutdown()
 
 
 def run(ranks: int, frames: int, steps: int, warmup: int, overrides: list[str], copies: int = 1) -> dict:
@@ -78,8 +82,8 @@ def run(ranks: int, frames: int, steps: int, warmup: int, overrides: list[str], 
         out, _ = job.communicate()
         if job.returncode:
             raise RuntimeError(f"{' '.join(cmd)} failed with exit code {job.returncode}")
-        phases = json.loads(next(ln for ln in out.splitlines() if ln.startswith("RESULT "))[7:])
-        results.append({**{k: round(v, 4) for k, v in phases.items()}, "step": round(sum(phases.values()), 4)})
+        found = json.loads(next(ln for ln in out.splitlines() if ln.startswith("RESULT "))[7:])
+        results.append({**{p: round(found[p], 4) for p in (*PHASES, "step")}, "grad_allreduce": found["grad_allreduce"]})
     return max(results, key=lambda r: r["step"])
 
 
@@ -96,17 +100,19 @@ def main() -> None:
     if a.worker:
         worker(a.frames, a.steps, a.warmup, overrides)
         return
-    one, many, apart = [], [], []
+    one, many, gloo, apart = [], [], [], []
     for _ in range(a.rounds):  # alternate, so that no setting always gets the quieter machine
         one.append(run(1, a.frames, a.steps, a.warmup, overrides))
         many.append(run(a.ranks, a.frames, a.steps, a.warmup, overrides))
+        gloo.append(run(a.ranks, a.frames, a.steps, a.warmup, [*overrides, "deepspeed.shm_allreduce=false"]))
         apart.append(run(1, a.frames, a.steps, a.warmup, overrides, copies=a.ranks))
-    one, many, apart = (min(r, key=lambda r: r["step"]) for r in (one, many, apart))
+    one, many, gloo, apart = (min(r, key=lambda r: r["step"]) for r in (one, many, gloo, apart))
     from bench.report import machine
 
     result = {"benchmark": "relay_scaling", "machine": machine(), "ranks": a.ranks, "frames_per_rank": a.frames,
-              "one_rank": one, "p_ranks": many, "p_independent_jobs": apart,
+              "one_rank": one, "p_ranks": many, "p_ranks_gloo": gloo, "p_independent_jobs": apart,
               "weak_scaling_ratio": round(many["step"] / one["step"], 3),
+              "weak_scaling_ratio_gloo": round(gloo["step"] / one["step"], 3),
               "machine_ratio": round(apart["step"] / one["step"], 3),
               "relay_ratio": round(many["step"] / apart["step"], 3),
               "relay_share": round(many["relay"] / many["step"], 3),
@@ -119,28 +125,31 @@ def main() -> None:
 def write(doc: Path, r: dict) -> None:
     from bench.report import write_section
 
-    rows = "\n".join(f"| {p} | {r['one_rank'][p]:.4f} | {r['p_independent_jobs'][p]:.4f} | {r['p_ranks'][p]:.4f} |"
-                     for p in (*PHASES, "step"))
+    cols = ("one_rank", "p_independent_jobs", "p_ranks", "p_ranks_gloo")
+    rows = "\n".join(f"| {p} | " + " | ".join(f"{r[c][p]:.4f}" for c in cols) + " |" for p in (*PHASES, "step"))
+    P, T, many, gloo = r["ranks"], r["frames_per_rank"], r["p_ranks"], r["p_ranks_gloo"]
     write_section(doc, "relay_scaling", f"""
 ## Relay weak scaling (`python -m bench.relay_scaling`)
 Machine: {r['machine']}; one thread per rank. Demo model (ResNet-18-GN + LSTM, 64×64), 4 sequences ×
-{r['frames_per_rank']} frames per rank, exact handoff, DeepSpeed ZeRO 0 on gloo; mean over 15 steps after 3,
-best of 2 alternating rounds; each phase is the slowest rank's.
+{T} frames per rank, exact handoff, DeepSpeed ZeRO 0, process group on gloo; mean over 15 steps after 3,
+best of 2 alternating rounds. Each phase is the slowest rank's; a step is the slowest rank's
+wall-clock step (less than the sum of the phases' maxima when the ranks wait at different places).
 
-| phase (s / step) | 1 rank × {r['frames_per_rank']} frames | {r['ranks']} independent 1-rank jobs at once | {r['ranks']} relay ranks × {r['frames_per_rank']} frames (one sequence of {r['ranks'] * r['frames_per_rank']}) |
-|---|---|---|---|
+| phase (s / step) | 1 rank × {T} frames | {P} independent 1-rank jobs at once | {P} relay ranks × {T} frames (one sequence of {P * T}) | the same, gradients reduced by DeepSpeed over gloo |
+|---|---|---|---|---|
 {rows}
 
-Weak-scaling ratio (goal ≤ 1.15): **{r['weak_scaling_ratio']}**. Of that, the machine itself accounts for
-{r['machine_ratio']} ({r['ranks']} independent jobs at once against one alone: cores and memory bandwidth shared, no relay);
-the sequence-parallel job's own factor is **{r['relay_ratio']}** ({r['ranks']} relay ranks against {r['ranks']} independent jobs). The relay (head forward and backward, the state
+Weak-scaling ratio (goal ≤ 1.15): **{r['weak_scaling_ratio']}** ({P} relay ranks against 1 rank). Of that, the machine itself accounts for
+{r['machine_ratio']} ({P} independent jobs at once against one alone: cores and memory bandwidth shared, no relay);
+the sequence-parallel job's own factor is **{r['relay_ratio']}** ({P} relay ranks against {P} independent jobs). The relay (head forward and backward, the state
 and its gradient handed between ranks, waiting for the neighbour) takes {100 * r['relay_share']:.1f}% of the
-step at {r['ranks']} ranks ({100 * r['relay_share_one_rank']:.1f}% at one rank, where it is the head alone).
-Most of the rest is in `backward` (+{r['p_ranks']['backward'] - r['p_independent_jobs']['backward']:.3f} s against the independent jobs): the weights are
-replicated across the SP ranks, so DeepSpeed all-reduces the gradients after the backward (ResNet-18 + LSTM:
-≈47 MB a step over gloo), as data parallelism does; the relay itself is only the
-{r['p_ranks']['relay'] - r['p_independent_jobs']['relay']:.3f} s of hand-offs and waiting. ZeRO 2 (`python -m bench.relay_scaling deepspeed.zero_stage=2`) did
-not shorten the backward on this CPU machine.
+step at {P} ranks ({100 * r['relay_share_one_rank']:.1f}% at one rank, where it is the head alone).
+
+The weights are replicated across the SP ranks, so their gradients are summed after the backward (ResNet-18 +
+LSTM: ≈47 MB a step), as in data parallelism. Here that goes through DeepSpeed's shared-memory all-reduce
+kernel, in place (`framework/cpu_allreduce.py`; the relay ranks' `grad_allreduce` path: {many['grad_allreduce']}). With DeepSpeed's own reduction
+(flatten into one buffer, all-reduce over gloo, copy back: `deepspeed.shm_allreduce=false`, last column) the
+backward takes {gloo['backward'] - many['backward']:.3f} s longer and the ratio is {r['weak_scaling_ratio_gloo']}.
 """)
 
 

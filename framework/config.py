@@ -123,6 +123,9 @@ class DeepSpeedConfig:
     bf16: bool = False
     grad_clip: float = 1.0  # 0 disables clipping
     grad_accum: int = 1
+    # CPU ranks on one machine: reduce gradients through DeepSpeed's shared-memory kernel where it can run
+    # (framework/cpu_allreduce.py says when); elsewhere, and with false, DeepSpeed's own reduction
+    shm_allreduce: bool = True
 
     def __post_init__(self):
         _require(self.zero_stage in (0, 1, 2, 3), f"deepspeed.zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")

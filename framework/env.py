@@ -26,6 +26,7 @@ class DistEnv:
     master_addr: str
     master_port: int
     launcher: str  # torchrun | slurm | single
+    single_node: bool = True  # every rank on this machine
 
     @property
     def is_main(self) -> bool:
@@ -38,15 +39,18 @@ def detect(environ=os.environ) -> DistEnv:
         missing = [v for v in TORCHRUN_VARS if v not in environ]
         if missing:
             raise EnvironmentError_(f"partial torchrun environment: {present} set but {missing} missing")
-        return DistEnv(int(environ["RANK"]), int(environ["WORLD_SIZE"]), int(environ["LOCAL_RANK"]),
-                       environ["MASTER_ADDR"], int(environ["MASTER_PORT"]), "torchrun")
+        world = int(environ["WORLD_SIZE"])
+        return DistEnv(int(environ["RANK"]), world, int(environ["LOCAL_RANK"]), environ["MASTER_ADDR"],
+                       int(environ["MASTER_PORT"]), "torchrun",
+                       single_node=int(environ.get("LOCAL_WORLD_SIZE", 0)) == world)
     if "SLURM_PROCID" in environ and int(environ.get("SLURM_NTASKS", "1")) > 1:
         missing = [v for v in SLURM_VARS if v not in environ]
         if missing:
             raise EnvironmentError_(f"partial SLURM environment: {missing} missing")
         port = int(environ.get("MASTER_PORT", 20000 + int(environ.get("SLURM_JOB_ID", "0")) % 20000))
         return DistEnv(int(environ["SLURM_PROCID"]), int(environ["SLURM_NTASKS"]), int(environ["SLURM_LOCALID"]),
-                       _first_host(environ["SLURM_JOB_NODELIST"]), port, "slurm")
+                       _first_host(environ["SLURM_JOB_NODELIST"]), port, "slurm",
+                       single_node=environ.get("SLURM_JOB_NUM_NODES", environ.get("SLURM_NNODES")) == "1")
     return DistEnv(0, 1, 0, "127.0.0.1", free_port(), "single")
 
 
@@ -65,10 +69,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def init_distributed(env: DistEnv) -> str:
-    """Start the process group DeepSpeed will use: NCCL with GPUs, gloo on CPU. Returns the device."""
+def init_distributed(env: DistEnv, shm_allreduce: bool = False) -> str:
+    """Start the process group DeepSpeed will use: NCCL with GPUs, gloo on CPU. Returns the device.
+    shm_allreduce: on CPU, also start DeepSpeed's shared-memory all-reduce where it can run (cpu_allreduce)."""
     import deepspeed
     import torch
+
+    from . import cpu_allreduce
 
     os.environ.update(RANK=str(env.rank), WORLD_SIZE=str(env.world_size), LOCAL_RANK=str(env.local_rank),
                       MASTER_ADDR=env.master_addr, MASTER_PORT=str(env.master_port))
@@ -78,6 +85,10 @@ def init_distributed(env: DistEnv) -> str:
     else:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
         backend, device = "gloo", "cpu"
-    if not torch.distributed.is_initialized():
-        deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False)
+    if torch.distributed.is_initialized():
+        return device
+    shm = device == "cpu" and shm_allreduce and cpu_allreduce.prepare(env.world_size, env.single_node)
+    deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False)
+    if shm:
+        cpu_allreduce.started()
     return device

@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
-    device = init_distributed(env)
+    device = init_distributed(env, shm_allreduce=cfg.deepspeed.shm_allreduce)
     start = time.time()
     trainer = Trainer(cfg, raw, env, device)
     results = trainer.fit()

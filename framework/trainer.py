@@ -125,6 +125,7 @@ class Trainer:
         path = self.run_dir / "config.yaml"
         OmegaConf.save(self.raw_cfg, path)
         self.tracker.log_params(flatten(OmegaConf.to_container(self.raw_cfg)))
+        self.tracker.set_tags({"grad_allreduce": self.engine.grad_allreduce})
         self.tracker.log_artifact(path)
 
     def log_train(self, window: list[torch.Tensor], bar) -> None:

@@ -29,3 +29,20 @@ def test_partial_slurm_environment_is_refused():
 def test_single_process():
     env = detect({})
     assert (env.rank, env.world_size, env.launcher) == (0, 1, "single")
+
+
+TORCHRUN = {"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "MASTER_ADDR": "node1", "MASTER_PORT": "29500"}
+SLURM = {"SLURM_PROCID": "3", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1", "SLURM_JOB_NODELIST": "gpu[17-18]"}
+
+
+@pytest.mark.parametrize("environ, single", [
+    ({**TORCHRUN, "LOCAL_WORLD_SIZE": "4"}, True),
+    ({**TORCHRUN, "LOCAL_WORLD_SIZE": "2"}, False),  # 2 nodes × 2
+    (TORCHRUN, False),  # not stated: assume several machines
+    ({**SLURM, "SLURM_JOB_NUM_NODES": "1"}, True),
+    ({**SLURM, "SLURM_JOB_NUM_NODES": "2"}, False),
+    ({}, True),
+])
+def test_single_node_is_known_from_the_launcher(environ, single):
+    """Whether all ranks share one machine decides if the CPU shared-memory all-reduce may be used."""
+    assert detect(environ).single_node is single

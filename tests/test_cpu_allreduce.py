@@ -1,0 +1,42 @@
+"""Gradients summed through DeepSpeed's shared-memory kernel on CPU (framework/cpu_allreduce.py): the same
+numbers as DeepSpeed's gloo reduction, replicas that stay bitwise equal, nothing left in /dev/shm, and
+gloo wherever the kernel cannot serve."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from framework.cpu_allreduce import SEGMENT_BYTES, unusable
+from tests.conftest import REPO
+
+ROOM = 10 * SEGMENT_BYTES
+
+
+def test_shared_memory_reduction_equals_deepspeeds_gloo_reduction():
+    env = dict(os.environ, OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu", PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "tests/cpu_allreduce_check.py"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("[")))
+    for r in ranks:
+        assert r["paths"] == ["shared memory", "deepspeed (shm_allreduce=false)"]
+        assert r["segments_left"] == []  # unlinked once mapped: a killed run leaves no 70 MB files behind
+        assert r["grads_equal"] and r["weights_equal"], r  # bitwise, against DeepSpeed's own reduction
+        assert r["grads_equal_across_ranks"] and r["replicas_equal"], r
+
+
+@pytest.mark.parametrize("world, single_node, cores, shm_free, why", [
+    (1, True, 2, ROOM, "one rank"),
+    (4, False, 8, ROOM, "several machines"),
+    (4, True, 2, ROOM, "4 ranks on 2 cores"),
+    (2, True, 2, SEGMENT_BYTES, "/dev/shm has 70 MiB free, needs 140"),
+])
+def test_falls_back_where_the_kernel_cannot_serve(world, single_node, cores, shm_free, why):
+    assert why in unusable(world, single_node, cores, shm_free)
+
+
+def test_used_where_it_can_serve():
+    assert unusable(2, True, 2, ROOM) is None
