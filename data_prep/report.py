@@ -1,9 +1,10 @@
 """What a preparation run skipped and why: `prep_report.json` beside the manifest, and a table on the console."""
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from framework.atomic import write_json
 
 REPORT_NAME = "prep_report.json"
 EXIT_OK = 0
@@ -22,10 +23,7 @@ def write_report(root: Path, problems: list[Problem], stats: dict) -> Path:
     path = Path(root) / REPORT_NAME
     body = {"status": "partial" if problems else "ok", **stats,
             "skipped": [asdict(p) for p in sorted(problems, key=lambda p: (p.file, p.stage))]}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(body, indent=1) + "\n")
-    tmp.replace(path)
-    return path
+    return write_json(path, body, indent=1)
 
 
 def format_table(problems: list[Problem]) -> str:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from framework.data.manifest import sha256
+from framework.atomic import write_atomic
 
 from .align import BACKGROUND, check_window, run_lengths, segment_labels, table_rows
 from .annotations import AnnotationError, read_frame_table, tool_masks
@@ -67,10 +67,10 @@ def stage(root: Path, job: Job, spec: StageSpec) -> Outcome:
     except Exception as e:  # noqa: BLE001  FFmpeg/numpy on exotic input: one video's failure, not the run's
         return Outcome(job, Problem(job.video, f"unexpected {type(e).__name__}: {e}", "decode"))
     npz.parent.mkdir(parents=True, exist_ok=True)
-    _atomic(npz, lambda f: np.savez(f, **arrays))
+    write_atomic(npz, lambda f: np.savez(f, **arrays))
     meta.update(fingerprint=fingerprint, source=source, npz_sha256=sha256(npz), job=asdict(job))
     text = json.dumps(meta, indent=1)
-    _atomic(marker, lambda f: f.write(text.encode()))
+    write_atomic(marker, lambda f: f.write(text.encode()))
     return Outcome(job, meta=json.loads(text))  # the same shape a reused marker has
 
 
@@ -157,12 +157,3 @@ def _read_marker(marker: Path) -> dict:
         return json.loads(marker.read_text())
     except (OSError, ValueError):
         return {}
-
-
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)

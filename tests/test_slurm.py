@@ -4,7 +4,6 @@ SlurmExecutor, 2 tasks under srun, gloo, a DeepSpeed engine; preemption by a job
 Select with `-m slurm`; skipped with the reason when the cluster cannot start (not root, apt unreachable).
 """
 import json
-import os
 import re
 import subprocess
 import sys

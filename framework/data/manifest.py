@@ -6,6 +6,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
+from ..atomic import write_json
+
 MANIFEST_NAME = "manifest.json"
 VERSION = 1
 
@@ -77,11 +79,7 @@ class Manifest:
         raise ManifestError(f"shard {name!r} is not listed in the manifest")
 
     def save(self, root: Path) -> Path:
-        path = Path(root) / MANIFEST_NAME
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=1))
-        tmp.replace(path)  # atomic: a killed writer never leaves half a manifest
-        return path
+        return write_json(Path(root) / MANIFEST_NAME, asdict(self), indent=1)
 
     @classmethod
     def load(cls, root: Path) -> "Manifest":

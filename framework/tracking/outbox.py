@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import threading
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from ..atomic import write_json
 
 OUTBOX = "mlflow_outbox.jsonl"
 RECORD = "mlflow_run.json"
@@ -73,10 +74,7 @@ class RunRecord:
         return cls(**{k: fields[k] for k in cls.__dataclass_fields__ if k in fields})
 
     def save(self, run_dir: Path) -> None:
-        path = Path(run_dir) / RECORD
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self)))
-        os.replace(tmp, path)  # atomic: a kill leaves the old record or the new one, never half of one
+        write_json(Path(run_dir) / RECORD, asdict(self))
 
 
 def open_record(run_dir: Path, tracking_uri: str, experiment: str, run_name: str) -> RunRecord:
