@@ -273,3 +273,26 @@ def test_version_1_manifest_still_loads(prepared):
     m = Manifest.load(with_tmp)
     assert m.videos[0].tools == [] and m.tools == [] and m.videos[0].sha256 == ""
     assert m.tool_targets(m.videos[0]).shape == (m.videos[0].num_frames, 0)
+
+
+def test_short_side_shards_of_mixed_aspect_ratios_train(tmp_path):
+    """--short-side keeps each video's aspect ratio, so a landscape and a portrait video give frames of two
+    sizes in one shard. The loader decodes the centred square of the short side, so their lanes stack."""
+    from prep_media import PERIOD, frame_index, level
+
+    from framework.data.loader import SequenceLoader
+
+    for vid, (w, h) in {"wide": (64, 48), "tall": (48, 64)}.items():
+        write_video(tmp_path / "videos" / f"{vid}.mp4", 40, fps=25, width=w, height=h)
+        write_phases(tmp_path / "annotations" / f"{vid}.txt", (PHASES * 8)[:40])
+    assert main(["prepare", "--root", str(tmp_path), "--phases", "annotations/{id}.txt", "--quiet",
+                 "--short-side", "24", "--fps", "25"]) == 0
+    sizes = {img[:2] for img in read_shard(next(tmp_path.glob("*.beton")))["image"]}
+    assert sizes == {(24, 32), (32, 24)}  # (height, width) of the wide and the tall video
+    loader = SequenceLoader(tmp_path, "train", 0, 1, batch_size=2, seq_len=8, shuffle=False)
+    batch = next(iter(loader))
+    assert batch.frames.shape == (2, 8, 24, 24, 3)
+    for b in range(2):  # each frame is still the frame it claims to be (uniform grey level per frame)
+        for t in range(8):
+            assert frame_index(batch.frames[b, t].numpy()) == batch.frame[b, t] % PERIOD, (b, t)
+            assert abs(float(batch.frames[b, t].float().mean()) - level(int(batch.frame[b, t]))) < 4

@@ -43,6 +43,23 @@ class SequenceBatch:
                                 for f in fields(self)})
 
 
+def frame_shape(shard_paths: list[Path]) -> tuple[tuple, int | None]:
+    """The (H, W, 3) of the frames a batch holds, and the square side to crop to (None: no crop needed).
+    Shards made with --short-side hold frames of several sizes when the videos' aspect ratios differ; then
+    every frame is decoded as the centred square of its short side, at the smallest short side."""
+    from ffcv.reader import Reader
+
+    sizes = set()
+    for path in shard_paths:  # f0: the image field (schema.FIELDS[0]); one row per frame
+        meta = Reader(str(path)).metadata["f0"]
+        sizes |= set(zip(meta["height"].tolist(), meta["width"].tolist()))
+    if len(sizes) <= 1:  # none: an empty split, no frames to hold
+        h, w = sizes.pop() if sizes else (0, 0)
+        return (h, w, 3), None
+    side = min(min(hw) for hw in sizes)
+    return (side, side, 3), side
+
+
 class SequenceLoader:
     """One rank's batches; `iter()` runs the rest of the current epoch.
 
@@ -71,6 +88,7 @@ class SequenceLoader:
         self.shard_paths = [check_shard(self.root, self.manifest.shard(n)) for n in self.shard_names]
         self._shard_of = np.array([self.shard_names.index(v.shard) for v in self.videos])
         self._check_shards_cover_videos()
+        self.frame_shape, self._square = frame_shape(self.shard_paths)
         self.rank, self.world = rank, world
         self.batch_size, self.seq_len = batch_size, seq_len
         self.seed, self.shuffle, self.num_workers = seed, shuffle, num_workers
@@ -158,7 +176,7 @@ class SequenceLoader:
         if k not in self._ffcv:
             self._ffcv[k] = Loader(str(self.shard_paths[k]), batch_size=self.seq_len // self.parts,
                                    num_workers=self.num_workers,
-                                   order=OrderOption.SEQUENTIAL, indices=order, pipelines=reader_pipelines(),
+                                   order=OrderOption.SEQUENTIAL, indices=order, pipelines=reader_pipelines(self._square),
                                    drop_last=False, os_cache=self.os_cache,
                                    # a FFCV batch is one lane's chunk: prefetch two whole steps, not 3 chunks
                                    batches_ahead=max(3, 2 * self.batch_size))
@@ -185,7 +203,7 @@ class SequenceLoader:
             np.copyto(frames[b].numpy(), image.numpy())
             index[b], labels[b] = frame.reshape(T), label.reshape(T)
         if frames is None:
-            frames = torch.empty((len(chunks), T, *self._frame_shape()), dtype=torch.uint8)
+            frames = torch.empty((len(chunks), T, *self.frame_shape), dtype=torch.uint8)
         for b, c in enumerate(chunks):
             if c.video < 0:
                 frames[b] = 0
@@ -200,13 +218,6 @@ class SequenceLoader:
             frame=index,
             lengths=lengths,
         )
-
-    def _frame_shape(self) -> tuple:
-        """(H, W, 3) from the first shard's metadata, for a batch that is all padding."""
-        from ffcv.reader import Reader
-
-        meta = Reader(str(self.shard_paths[0])).metadata["f0"][0]  # f0: the image field (schema.FIELDS[0])
-        return int(meta["height"]), int(meta["width"]), 3
 
     # -- resume ------------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -21,16 +21,19 @@ def writer_fields(jpeg_quality: int = 90, raw: bool = False) -> dict:
     }
 
 
-def reader_pipelines() -> dict:
+def reader_pipelines(square: int | None = None) -> dict:
+    """square: frames of several sizes (shards made with --short-side): decode the centred square of each
+    frame's short side, resized to square × square, so that the frames of a batch stack."""
     from ffcv.fields.basics import FloatDecoder, IntDecoder
-    from ffcv.fields.rgb_image import SimpleRGBImageDecoder
+    from ffcv.fields.rgb_image import CenterCropRGBImageDecoder, SimpleRGBImageDecoder
     from ffcv.transforms import ToTensor
 
     def scalar(decoder):
         return [decoder(), ToTensor()]
 
     return {
-        "image": [SimpleRGBImageDecoder(), ToTensor()],
+        "image": [SimpleRGBImageDecoder() if square is None else CenterCropRGBImageDecoder((square, square), 1.0),
+                  ToTensor()],
         "video": scalar(IntDecoder),
         "frame": scalar(IntDecoder),
         "time": scalar(FloatDecoder),
