@@ -163,7 +163,7 @@ holds beyond them shows in the peak column), against the reentrant `checkpoint` 
 Projection, not a measurement (no GPU in this run): in bf16 the kept bytes become ≈{bf16['stage']:.1f} MiB per frame with
 `stage` and ≈{bf16['backbone']:.2f} with `backbone`, so an 80 GB GPU (2 GiB set aside) would hold ≈{frames_80['stage']:,} and
 ≈{frames_80['backbone']:,} frames of ResNet-50-GN + LSTM at 224² (memory alone; goal ≥ 10,000). Measure it on a GPU with
-`python -m bench.longest_sequence --budget-gib 80 --backbone resnet50 --size 224 --bf16`.
+`python -m bench.longest_sequence --budget-gib 78 --backbone resnet50 --size 224 --bf16`.
 """)
 
 
