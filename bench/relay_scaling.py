@@ -25,10 +25,9 @@ PHASES = ("backbone_forward", "relay", "backward", "optimizer")
 def worker(frames: int, steps: int, warmup: int, overrides: list[str]) -> None:
     from framework.config import load_config
     from framework.engine import build_engine
-    from framework.env import detect, init_distributed
+    from framework.env import detect, init_distributed, shutdown
     from framework.models import build_model
     from framework.relay import Relay, Topology
-    from framework.train import shutdown
     from framework.trainer import masked_cross_entropy
 
     torch.set_num_threads(1)

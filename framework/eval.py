@@ -38,7 +38,7 @@ def evaluate_checkpoint(cfg, run_dir: Path, tag: str, split: str) -> dict:
     from .checkpoint import checkpoint_dir
     from .data.loader import SequenceLoader
     from .engine import build_engine
-    from .env import detect, init_distributed
+    from .env import detect, init_distributed, shutdown
     from .evaluate import evaluate
     from .models import build_model
 
@@ -50,7 +50,9 @@ def evaluate_checkpoint(cfg, run_dir: Path, tag: str, split: str) -> dict:
     engine = build_engine(build_model(cfg.model, len(loader.manifest.labels)), cfg)
     engine.load_checkpoint(str(checkpoint_dir(run_dir)), tag=tag, load_module_only=True,
                            load_optimizer_states=False, load_lr_scheduler_states=False)
-    return evaluate(engine.module, loader, device).metrics
+    metrics = evaluate(engine.module, loader, device).metrics
+    shutdown()
+    return metrics
 
 
 if __name__ == "__main__":

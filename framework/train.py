@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import torch
 
-    from .env import detect, init_distributed
+    from .env import detect, init_distributed, shutdown
     from .trainer import Trainer
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
@@ -35,16 +35,6 @@ def main(argv: list[str] | None = None) -> int:
         report(cfg, trainer, results, time.time() - start)
     shutdown()
     return 0
-
-
-def shutdown() -> None:
-    """Leave together and take the process group down before the interpreter's shutdown does it: a rank
-    exiting while its peers still hold open connections is the classic source of aborts at exit."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
 
 
 def report(cfg, trainer, results: dict, seconds: float) -> None:

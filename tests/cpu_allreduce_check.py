@@ -16,9 +16,8 @@ import torch.distributed as dist
 from framework import cpu_allreduce
 from framework.config import load_config
 from framework.engine import build_engine
-from framework.env import detect, init_distributed
+from framework.env import detect, init_distributed, shutdown
 from framework.models import build_model
-from framework.train import shutdown
 
 
 def engine(shm: bool):

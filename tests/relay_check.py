@@ -20,7 +20,7 @@ import torch.distributed as dist
 
 from framework.config import Config, DataConfig, DeepSpeedConfig, ModelConfig
 from framework.engine import ds_config
-from framework.env import detect, init_distributed
+from framework.env import detect, init_distributed, shutdown
 from framework.models import build_model
 from framework.models.heads import detach_state
 from framework.relay import Relay, Topology
@@ -124,7 +124,7 @@ def main() -> int:
                 if env.rank == 0:
                     print(json.dumps({"head": head, "handoff": handoff, "zero": zero, "dp": topo.dp, "sp": topo.sp,
                                       "max_rel_err": max(errs)}), flush=True)
-    dist.barrier()
+    shutdown()
     return int(failed)
 
 
