@@ -35,7 +35,10 @@ class SlurmOptions:
 def executor_parameters(opts: SlurmOptions, job_name: str) -> dict:
     params = dict(nodes=opts.nodes, ntasks_per_node=opts.tasks_per_node, time=opts.time_min,
                   signal_delay_s=opts.signal_delay_s, job_name=job_name, setup=list(opts.setup),
-                  additional_parameters=dict(opts.sbatch))
+                  additional_parameters=dict(opts.sbatch),
+                  # a task that dies takes the others with it: its peers would otherwise wait in a collective
+                  # until the time limit (NCCL's timeout, or for ever in the CPU shared-memory all-reduce)
+                  srun_args=["--kill-on-bad-exit=1"])
     optional = dict(cpus_per_task=opts.cpus_per_task, partition=opts.partition, account=opts.account,
                     qos=opts.qos, constraint=opts.constraint,
                     gpus_per_node=opts.gpus_per_node or None,

@@ -38,7 +38,8 @@ def test_slurm_options_become_sbatch_parameters():
     assert params == dict(nodes=2, ntasks_per_node=8, gpus_per_node=8, cpus_per_task=10, mem="409600MB",
                           partition="gpu", account="proj", qos="high", constraint="h100", time=90,
                           signal_delay_s=120, job_name="demo", setup=["source venv/bin/activate"],
-                          additional_parameters={"exclusive": True, "reservation": "big"})
+                          additional_parameters={"exclusive": True, "reservation": "big"},
+                          srun_args=["--kill-on-bad-exit=1"])
 
 
 def test_cpu_job_runs_nproc_tasks_without_gpus():

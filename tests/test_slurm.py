@@ -4,7 +4,9 @@ SlurmExecutor, 2 tasks under srun, gloo, a DeepSpeed engine; preemption by a job
 Select with `-m slurm`; skipped with the reason when the cluster cannot start (not root, apt unreachable).
 """
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -17,7 +19,7 @@ from tests.conftest import REPO, final_weights, tiny_overrides
 from tests.slurm_cluster import Cluster, ClusterUnavailable
 
 pytestmark = pytest.mark.slurm
-STEPS = 12
+STEPS = 40  # long enough that the preemption (a few seconds of scheduling) lands mid-run
 
 
 @pytest.fixture(scope="session")
@@ -141,3 +143,34 @@ def test_bad_config_is_refused_before_submission(slurm, tmp_path):
     assert proc.returncode == 2
     assert "config error: trainer.max_step" in out and "submitted" not in out
     assert not (tmp_path / "run").exists()
+
+
+def task_pid(run_dir: Path, task: int) -> int | None:
+    """The pid of a running task of the job whose submitit folder lies in run_dir."""
+    for proc in Path("/proc").iterdir():
+        try:
+            if str(run_dir) in (proc / "cmdline").read_text() and \
+                    f"SLURM_PROCID={task}\0" in (proc / "environ").read_text(errors="replace"):
+                return int(proc.name)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def test_a_task_that_dies_takes_its_job_down(slurm, tiny_data, tmp_path):
+    """SIGKILL one task of a running 2-task job (an OOM kill, a node fault): srun's --kill-on-bad-exit ends the
+    other, which would otherwise wait in the gradient all-reduce until the time limit, and --wait reports it."""
+    run_dir = tmp_path / "killed"
+    proc = launch(slurm, *tiny_overrides(tiny_data, run_dir, "trainer.max_steps=100000", "trainer.eval=false"))
+    metrics, deadline = run_dir / "metrics.jsonl", time.time() + 120
+    while not metrics.is_file() or task_pid(run_dir, 1) is None:
+        assert proc.poll() is None and time.time() < deadline, "the job did not start training"
+        time.sleep(0.2)
+    os.kill(task_pid(run_dir, 1), signal.SIGKILL)
+    try:
+        out = finish(proc, timeout=90)
+    finally:  # a hung job and its waiting launcher must not outlive the test
+        slurm.run(["scancel", "--user=root"], check=False)
+        proc.kill()
+    assert proc.returncode == 1, out[-3000:]
+    assert f"job {job_id(out)} failed" in out, out[-3000:]
