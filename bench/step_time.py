@@ -41,22 +41,14 @@ def time_steps(step, data, warmup: int) -> float:
 
 
 def framework_step_time(cfg, data, warmup):
+    """The Trainer's own train_step (no MLflow: its tracker is the no-op one)."""
+    from omegaconf import OmegaConf
+
+    from framework.env import detect
     from framework.trainer import Trainer
 
-    trainer = Trainer.__new__(Trainer)  # only the pieces train_step uses: no loader, tracker or run folder
-    from framework.data.augment import build_augment
-    from framework.engine import build_engine
-    from framework.models import build_model
-
-    from framework.relay import Relay, Topology
-
-    torch.manual_seed(0)
-    trainer.engine = build_engine(build_model(cfg.model, 5), cfg)
-    trainer.device = "cpu"
-    trainer.augment = build_augment(cfg.data)
-    trainer.state = trainer.engine.module.initial_state(cfg.data.batch_size)
-    trainer.topo = Topology(0, 1, 1)
-    trainer.relay = Relay(trainer.engine.module.head, trainer.topo)
+    cfg.logging.mlflow.enabled = False
+    trainer = Trainer(cfg, OmegaConf.create({}), detect(), "cpu")
     return time_steps(trainer.train_step, data, warmup)
 
 
