@@ -109,6 +109,7 @@ def main() -> None:
     from bench.report import machine
 
     result = {"benchmark": "relay_scaling", "machine": machine(), "ranks": a.ranks, "frames_per_rank": a.frames,
+              "steps": a.steps, "warmup": a.warmup, "rounds": a.rounds,
               "one_rank": one, "p_ranks": many, "p_ranks_gloo": gloo, "p_independent_jobs": apart,
               "weak_scaling_ratio": round(many["step"] / one["step"], 3),
               "weak_scaling_ratio_gloo": round(gloo["step"] / one["step"], 3),
@@ -130,8 +131,8 @@ def write(doc: Path, r: dict) -> None:
     write_section(doc, "relay_scaling", f"""
 ## Relay weak scaling (`python -m bench.relay_scaling`)
 Machine: {r['machine']}; one thread per rank. Demo model (ResNet-18-GN + LSTM, 64×64), 4 sequences ×
-{T} frames per rank, exact handoff, DeepSpeed ZeRO 0, process group on gloo; mean over 15 steps after 3,
-best of 2 alternating rounds. Each phase is the slowest rank's; a step is the slowest rank's
+{T} frames per rank, exact handoff, DeepSpeed ZeRO 0, process group on gloo; mean over {r['steps']} steps after {r['warmup']},
+best of {r['rounds']} alternating rounds. Each phase is the slowest rank's; a step is the slowest rank's
 wall-clock step (less than the sum of the phases' maxima when the ranks wait at different places).
 
 | phase (s / step) | 1 rank × {T} frames | {P} independent 1-rank jobs at once | {P} relay ranks × {T} frames (one sequence of {P * T}) | the same, gradients reduced by DeepSpeed over gloo |
@@ -146,7 +147,7 @@ step at {P} ranks ({100 * r['relay_share_one_rank']:.1f}% at one rank, where it 
 
 The weights are replicated across the SP ranks, so their gradients are summed after the backward (ResNet-18 +
 LSTM: ≈47 MB a step), as in data parallelism. Here that goes through DeepSpeed's shared-memory all-reduce
-kernel, in place (`framework/cpu_allreduce.py`; the relay ranks' `grad_allreduce` path: {many['grad_allreduce']}). With DeepSpeed's own reduction
+kernel, in place (`framework/grad_reduce.py`; the relay ranks' `grad_allreduce` path: {many['grad_allreduce']}). With DeepSpeed's own reduction
 (flatten into one buffer, all-reduce over gloo, copy back: `deepspeed.shm_allreduce=false`, last column) the
 backward takes {gloo['backward'] - many['backward']:.3f} s longer and the ratio is {r['weak_scaling_ratio_gloo']}.
 """)

@@ -118,8 +118,8 @@ best of 2 alternating rounds.
 | framework (DeepSpeed engine, ZeRO 0, carried state, the head run as a relay of one) | {ours:.4f} |
 | **ratio** | **{ours / plain:.3f}** |
 
-The framework's extra work per step: DeepSpeed all-reduces gradients (even at world size 1) and computes the
-global gradient norm itself; the relay runs the head's backward with `torch.autograd.grad` and then one
+The framework's extra work per step: DeepSpeed computes the global gradient norm itself (its gradient
+all-reduce, a flatten and a copy back even at world size 1, is skipped on one rank: framework/grad_reduce.py); the relay runs the head's backward with `torch.autograd.grad` and then one
 backward of a surrogate through the backbone (the same arithmetic, two autograd passes).
 """)
 

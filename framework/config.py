@@ -124,7 +124,7 @@ class DeepSpeedConfig:
     grad_clip: float = 1.0  # 0 disables clipping
     grad_accum: int = 1
     # CPU ranks on one machine: reduce gradients through DeepSpeed's shared-memory kernel where it can run
-    # (framework/cpu_allreduce.py says when); elsewhere, and with false, DeepSpeed's own reduction
+    # (framework/grad_reduce.py says when); elsewhere, and with false, DeepSpeed's own reduction
     shm_allreduce: bool = True
 
     def __post_init__(self):

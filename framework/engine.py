@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from . import cpu_allreduce
+from . import grad_reduce
 
 
 def ds_config(cfg) -> dict:
@@ -51,5 +51,5 @@ def build_engine(model: torch.nn.Module, cfg):
     scheduler = warmup_cosine(optimizer, cfg.trainer.warmup_steps // accum, cfg.trainer.max_steps // accum)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
                                            config=ds_config(cfg))
-    engine.grad_allreduce = cpu_allreduce.maybe_install(engine, cfg.deepspeed)  # which path, for the run's tags
+    engine.grad_allreduce = grad_reduce.maybe_install(engine, cfg.deepspeed)  # which path, for the run's tags
     return engine

@@ -71,11 +71,11 @@ def free_port() -> int:
 
 def init_distributed(env: DistEnv, shm_allreduce: bool = False) -> str:
     """Start the process group DeepSpeed will use: NCCL with GPUs, gloo on CPU. Returns the device.
-    shm_allreduce: on CPU, also start DeepSpeed's shared-memory all-reduce where it can run (cpu_allreduce)."""
+    shm_allreduce: on CPU, also start DeepSpeed's shared-memory all-reduce where it can run (grad_reduce)."""
     import deepspeed
     import torch
 
-    from . import cpu_allreduce
+    from . import grad_reduce
 
     os.environ.update(RANK=str(env.rank), WORLD_SIZE=str(env.world_size), LOCAL_RANK=str(env.local_rank),
                       MASTER_ADDR=env.master_addr, MASTER_PORT=str(env.master_port))
@@ -87,10 +87,10 @@ def init_distributed(env: DistEnv, shm_allreduce: bool = False) -> str:
         backend, device = "gloo", "cpu"
     if torch.distributed.is_initialized():
         return device
-    shm = device == "cpu" and shm_allreduce and cpu_allreduce.prepare(env.world_size, env.single_node)
+    shm = device == "cpu" and shm_allreduce and grad_reduce.prepare(env.world_size, env.single_node)
     deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False)
     if shm:
-        cpu_allreduce.started()
+        grad_reduce.started()
     return device
 
 

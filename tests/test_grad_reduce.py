@@ -1,6 +1,6 @@
-"""Gradients summed through DeepSpeed's shared-memory kernel on CPU (framework/cpu_allreduce.py): the same
-numbers as DeepSpeed's gloo reduction, replicas that stay bitwise equal, nothing left in /dev/shm, and
-gloo wherever the kernel cannot serve."""
+"""framework/grad_reduce.py: gradients summed through DeepSpeed's shared-memory kernel on CPU, or not
+reduced at all on one rank, give the numbers of DeepSpeed's own reduction bitwise; replicas stay bitwise
+equal; nothing is left in /dev/shm; DeepSpeed's path wherever the kernel cannot serve."""
 import json
 import os
 import subprocess
@@ -8,21 +8,22 @@ import sys
 
 import pytest
 
-from framework.cpu_allreduce import SEGMENT_BYTES, unusable
+from framework.grad_reduce import SEGMENT_BYTES, unusable
 from tests.conftest import REPO
 
 ROOM = 10 * SEGMENT_BYTES
 
 
-def test_shared_memory_reduction_equals_deepspeeds_gloo_reduction():
+@pytest.mark.parametrize("nproc, path", [(2, "shared memory"), (1, "none (one rank)")])
+def test_reduction_equals_deepspeeds_own(nproc, path):
     env = dict(os.environ, OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu", PYTHONPATH=str(REPO))
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           "tests/cpu_allreduce_check.py"], cwd=REPO, env=env, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                           "tests/grad_reduce_check.py"], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("[")))
     for r in ranks:
-        assert r["paths"] == ["shared memory", "deepspeed (shm_allreduce=false)"]
+        assert r["paths"] == [path, "deepspeed"]
         assert r["segments_left"] == []  # unlinked once mapped: a killed run leaves no 70 MB files behind
         assert r["grads_equal"] and r["weights_equal"], r  # bitwise, against DeepSpeed's own reduction
         assert r["grads_equal_across_ranks"] and r["replicas_equal"], r

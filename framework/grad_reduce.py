@@ -1,13 +1,19 @@
-"""Gradient all-reduce through shared memory, for CPU runs whose ranks all share one machine.
+"""How the engine's gradients are reduced after the backward, where DeepSpeed's own way wastes time.
 
-Why: on CPU, DeepSpeed's ZeRO-0 reduction copies every gradient into one new flat buffer, all-reduces it
-over gloo (TCP on loopback) and copies it back. For the demo model (47 MB of gradients) that is ≈0.05 s of
-a ≈0.5 s step on 2 ranks (`python -m bench.relay_scaling`). DeepSpeed ships a shared-memory all-reduce
-kernel (the one behind its CPU inference, `inference_all_reduce`). Summing each gradient in place through
-that kernel takes ≈0.01 s. The sums are the same: every rank adds the ranks' values in rank order, so the
-replicas stay bitwise equal.
+DeepSpeed's ZeRO-0 reduction copies every gradient into one new flat buffer, all-reduces it and copies it
+back. Two cases do better:
 
-When it is used (`deepspeed.shm_allreduce: true`, the default; otherwise gloo, as before):
+- One rank, ZeRO 0 in fp32: there is nothing to reduce (a sum over one rank, times 1/1), so nothing is
+  done. Before, a single-process run paid two full copies of its gradients every step.
+- CPU ranks on one machine: over gloo (TCP on loopback) the reduction takes ≈0.05 s of a ≈0.5 s step of
+  the demo model on 2 ranks (`python -m bench.relay_scaling`). DeepSpeed ships a shared-memory all-reduce
+  kernel (the one behind its CPU inference, `inference_all_reduce`); summing each gradient in place through
+  it takes ≈0.01 s. The sums are the same: every rank adds the ranks' values in rank order, so the replicas
+  stay bitwise equal.
+
+Everything else (GPUs, several machines, ZeRO 1/2) goes through DeepSpeed as before.
+
+The shared-memory kernel is used (`deepspeed.shm_allreduce: true`, the default) when:
 - the device is the CPU, there is more than one rank, and all ranks are on one machine;
 - there is a core per rank: the kernel spin-waits for its peers, and spinning on a shared core starves
   the peer it waits for;
@@ -90,8 +96,12 @@ def engine_unusable(zero_stage: int, bf16: bool) -> str | None:
 
 
 def maybe_install(engine, ds_cfg) -> str:
-    """Install where it can serve; returns which reduction the engine uses, for the run's tags."""
+    """Replace the engine's reduction where one of the cases above applies; returns which reduction the
+    engine uses, for the run's tags."""
     if not torch.distributed.is_initialized() or torch.distributed.get_world_size() == 1:
+        if ds_cfg.zero_stage != 0 or ds_cfg.bf16:
+            return "deepspeed (one rank)"  # their optimizers do more than communicate in the reduction
+        engine.allreduce_gradients = lambda bucket_size=None: None
         return "none (one rank)"
     why_not = engine_unusable(ds_cfg.zero_stage, ds_cfg.bf16) if ds_cfg.shm_allreduce else "shm_allreduce=false"
     if why_not is not None:

@@ -1,9 +1,9 @@
-"""Run under torchrun with 2 CPU processes (see test_cpu_allreduce.py). Prints one JSON line on rank 0.
+"""Run under torchrun with 1 or 2 CPU processes (see test_grad_reduce.py). Prints one JSON line on rank 0.
 
-Two engines from the same seed: one reduces gradients through the shared-memory kernel
-(framework/cpu_allreduce.py), the other through DeepSpeed's own gloo reduction. Every rank feeds both the
-same rank-specific batch, then compares their reduced gradients and, after an optimizer step, the weights
-(bitwise), and whether the replicas on the two ranks agree (bitwise).
+Two engines from the same seed: one reduces gradients as framework/grad_reduce.py arranges (2 ranks: the
+shared-memory kernel; 1 rank: not at all), the other through DeepSpeed's own reduction over gloo. Every
+rank feeds both the same rank-specific batch, then compares their reduced gradients and, after an optimizer
+step, the weights (bitwise), and whether the replicas on the ranks agree (bitwise).
 """
 from __future__ import annotations
 
@@ -13,17 +13,21 @@ import sys
 import torch
 import torch.distributed as dist
 
-from framework import cpu_allreduce
+from framework import grad_reduce
 from framework.config import load_config
 from framework.engine import build_engine
 from framework.env import detect, init_distributed, shutdown
 from framework.models import build_model
 
 
-def engine(shm: bool):
-    cfg, _ = load_config(["experiment=demo", f"deepspeed.shm_allreduce={str(shm).lower()}", "trainer.optimizer=sgd"])
+def engine(ours: bool):
+    cfg, _ = load_config(["experiment=demo", "trainer.optimizer=sgd"])
     torch.manual_seed(0)
-    return build_engine(build_model(cfg.model, 5), cfg)
+    eng = build_engine(build_model(cfg.model, 5), cfg)
+    if not ours:  # DeepSpeed's own reduction: drop what grad_reduce put on the instance
+        eng.__dict__.pop("allreduce_gradients", None)
+        eng.grad_allreduce = "deepspeed"
+    return eng
 
 
 def train_step(eng, frames, labels) -> list[torch.Tensor]:
@@ -49,17 +53,17 @@ def main() -> int:
     env = detect()
     init_distributed(env, shm_allreduce=True)
     dist.barrier()  # every rank past its unlink
-    left = [str(cpu_allreduce.segment(r)) for r in range(env.world_size) if cpu_allreduce.segment(r).exists()]
-    shm, gloo = engine(True), engine(False)
+    left = [str(grad_reduce.segment(r)) for r in range(env.world_size) if grad_reduce.segment(r).exists()]
+    ours, theirs = engine(True), engine(False)
     gen = torch.Generator().manual_seed(100 + env.rank)  # each rank its own batch: the reduction must matter
     frames = torch.randint(0, 256, (2, 4, 64, 64, 3), dtype=torch.uint8, generator=gen)
     labels = torch.randint(0, 5, (2, 4), generator=gen)
-    g_shm, g_gloo = train_step(shm, frames, labels), train_step(gloo, frames, labels)
-    grads, w = torch.cat([g.reshape(-1) for g in g_shm]), flat_weights(shm)
-    result = {"paths": [shm.grad_allreduce, gloo.grad_allreduce], "segments_left": left,
-              "grads_equal": all(torch.equal(a, b) for a, b in zip(g_shm, g_gloo)),
-              "weights_equal": torch.equal(w, flat_weights(gloo)),
-              # different batches on the two ranks: equal gradients there mean they were reduced
+    g_ours, g_theirs = train_step(ours, frames, labels), train_step(theirs, frames, labels)
+    grads, w = torch.cat([g.reshape(-1) for g in g_ours]), flat_weights(ours)
+    result = {"paths": [ours.grad_allreduce, theirs.grad_allreduce], "segments_left": left,
+              "grads_equal": all(torch.equal(a, b) for a, b in zip(g_ours, g_theirs)),
+              "weights_equal": torch.equal(w, flat_weights(theirs)),
+              # different batches on the ranks: equal gradients there mean they were reduced
               "grads_equal_across_ranks": torch.equal(grads, rank0(grads)),
               "replicas_equal": torch.equal(w, rank0(w))}
     results = [None] * env.world_size
