@@ -96,8 +96,8 @@ def init_distributed(env: DistEnv, shm_allreduce: bool = False) -> str:
 
 def shutdown() -> None:
     """Leave together and take the process group down before the interpreter's shutdown does it: a rank
-    exiting while its peers still hold open connections aborts ("terminate called without an active
-    exception"; seen in 2 of 6 runs of a 2-rank job here before every entry point called this)."""
+    exiting while its peers still hold open connections can abort ("terminate called without an active
+    exception", seen here in 2-rank jobs before every entry point called this)."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
