@@ -103,6 +103,9 @@ def maybe_install(engine, ds_cfg) -> str:
             return "deepspeed (one rank)"  # their optimizers do more than communicate in the reduction
         engine.allreduce_gradients = lambda bucket_size=None: None
         return "none (one rank)"
+    backend = torch.distributed.get_backend()
+    if backend != "gloo":  # GPUs: DeepSpeed's reduction over NCCL
+        return f"deepspeed ({backend})"
     why_not = engine_unusable(ds_cfg.zero_stage, ds_cfg.bf16) if ds_cfg.shm_allreduce else "shm_allreduce=false"
     if why_not is not None:
         return f"deepspeed ({why_not})"
