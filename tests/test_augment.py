@@ -25,6 +25,17 @@ def test_all_frames_of_a_sequence_get_the_same_transform():
     assert (out >= 0).all() and (out <= 255).all()
 
 
+def test_a_clip_augmented_whole_equals_its_frames_augmented_one_by_one():
+    """The frames of a lane are resampled together (as channels of one image, one grid per lane); each must
+    come out exactly as if it were augmented alone, as a chunk of a streamed video would be."""
+    g = torch.Generator().manual_seed(1)
+    frames = torch.randint(0, 256, (4, 5, 24, 32, 3), generator=g, dtype=torch.uint8)
+    whole = augment_clips(frames, SEEDS)
+    alone = torch.cat([augment_clips(frames[:, t:t + 1], SEEDS) for t in range(5)], dim=1)
+    assert torch.equal(whole, alone)
+    assert not torch.equal(whole[:, 0], whole[:, 1])  # different frames stay different
+
+
 def test_lanes_are_independent_and_depend_only_on_their_seed():
     same = still_sequences(B=1).expand(4, -1, -1, -1, -1)
     out = augment_clips(same, SEEDS)

@@ -58,13 +58,14 @@ def augment_clips(frames: torch.Tensor, seeds: torch.Tensor, spec: AugmentSpec =
     """uint8 or float [B, T, H, W, 3] → float32 [B, T, H, W, 3] in [0, 255], on the frames' device."""
     B, T, H, W, C = frames.shape
     p = draw_params(seeds, spec, H / W).to(frames.device)
-    x = frames.reshape(B * T, H, W, C).permute(0, 3, 1, 2).float()
+    # the T frames of a lane as T·C channels of one image: one sampling grid per lane, not per frame (a
+    # grid per frame would cost 8 bytes a pixel, twice the float frames themselves, for thousands of frames)
+    x = frames.permute(0, 1, 4, 2, 3).reshape(B, T * C, H, W).float()
     # crop + flip as one affine resampling: output pixel (u, v) in [-1, 1]² reads input (w·flip·u + cx, h·v + cy)
     theta = torch.zeros(B, 2, 3, device=frames.device)
     theta[:, 0, 0], theta[:, 0, 2] = p[:, 0] * p[:, 4], p[:, 2]
     theta[:, 1, 1], theta[:, 1, 2] = p[:, 1], p[:, 3]
-    theta = theta.repeat_interleave(T, dim=0)
-    grid = F.affine_grid(theta, [B * T, C, H, W], align_corners=False)
+    grid = F.affine_grid(theta, [B, T * C, H, W], align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     x = colour_jitter(x.reshape(B, T, C, H, W), p[:, 5:8])
     return x.permute(0, 1, 3, 4, 2)
