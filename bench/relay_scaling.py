@@ -25,6 +25,7 @@ PHASES = ("backbone_forward", "relay", "backward", "optimizer")
 def worker(frames: int, steps: int, warmup: int, overrides: list[str]) -> None:
     from framework.config import load_config
     from framework.engine import build_engine
+    from framework import grad_reduce
     from framework.env import detect, init_distributed, shutdown
     from framework.models import build_model
     from framework.relay import Relay, Topology
@@ -33,7 +34,7 @@ def worker(frames: int, steps: int, warmup: int, overrides: list[str]) -> None:
     torch.set_num_threads(1)
     env = detect()
     cfg, _ = load_config(["experiment=demo", f"data.seq_len={frames}", f"trainer.sp={env.world_size}", *overrides])
-    init_distributed(env, shm_allreduce=cfg.deepspeed.shm_allreduce)
+    init_distributed(env, shm_allreduce=grad_reduce.config_unusable(cfg.deepspeed) is None)
     torch.manual_seed(0)
     engine = build_engine(build_model(cfg.model, 5), cfg)
     topo = Topology(env.rank, env.world_size, env.world_size)

@@ -7,6 +7,12 @@ import re
 from pathlib import Path
 
 
+def memory_bytes(field: str = "VmRSS") -> int:
+    """A memory figure of this process from /proc/self/status: VmRSS (resident now), VmHWM (its peak)."""
+    line = next(ln for ln in open("/proc/self/status") if ln.startswith(field + ":"))
+    return int(line.split()[1]) * 1024
+
+
 def machine() -> str:
     import torch
 

@@ -85,12 +85,14 @@ def started() -> None:
     segment(dist.get_rank()).unlink(missing_ok=True)
 
 
-def engine_unusable(zero_stage: int, bf16: bool) -> str | None:
-    if not _active:
-        return "the shared-memory kernel was not started in this process"
-    if zero_stage != 0:
-        return f"ZeRO {zero_stage} reduces through its own optimizer"
-    if bf16:
+def config_unusable(ds_cfg) -> str | None:
+    """Why the DeepSpeed config rules the kernel out (None: it does not). Asked before the process group
+    starts, so that no segments are mapped for a run that cannot use them."""
+    if not ds_cfg.shm_allreduce:
+        return "shm_allreduce=false"
+    if ds_cfg.zero_stage != 0:
+        return f"ZeRO {ds_cfg.zero_stage} reduces through its own optimizer"
+    if ds_cfg.bf16:
         return "bf16 reduces through its own optimizer"
     return None
 
@@ -106,7 +108,7 @@ def maybe_install(engine, ds_cfg) -> str:
     backend = torch.distributed.get_backend()
     if backend != "gloo":  # GPUs: DeepSpeed's reduction over NCCL
         return f"deepspeed ({backend})"
-    why_not = engine_unusable(ds_cfg.zero_stage, ds_cfg.bf16) if ds_cfg.shm_allreduce else "shm_allreduce=false"
+    why_not = config_unusable(ds_cfg) or (None if _active else "the shared-memory kernel did not start")
     if why_not is not None:
         return f"deepspeed ({why_not})"
     install(engine)

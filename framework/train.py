@@ -17,6 +17,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import torch
 
+    from . import grad_reduce
     from .env import detect, init_distributed, shutdown
     from .trainer import Trainer
 
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
-    device = init_distributed(env, shm_allreduce=cfg.deepspeed.shm_allreduce)
+    device = init_distributed(env, shm_allreduce=grad_reduce.config_unusable(cfg.deepspeed) is None)
     start = time.time()
     trainer = Trainer(cfg, raw, env, device)
     results = trainer.fit()

@@ -104,9 +104,10 @@ class Trainer:
     def train_step(self, batch: SequenceBatch) -> torch.Tensor:
         """One batch: the backbone on this rank's frames, the head as a relay across the SP group (with
         sp=1 a relay of one), one engine.backward. Returns [loss share, correct frames, valid frames]."""
-        group_frames = batch.lengths.sum().clamp(min=1).float().to(self.device)
         part = batch.to(self.device)
-        frames = self.augment(part.frames, part.aug_seed)  # on the device, one draw per lane
+        group_frames = part.lengths.sum().clamp(min=1).float()
+        # the seeds stay on the CPU, where the parameters are drawn: on a GPU they would cost a sync a step
+        frames = self.augment(part.frames, batch.aug_seed)  # on the device, one draw per lane
         features = self.engine.module.features(frames)
         result = self.relay.step(features, self.state, part.starts,
                                  lambda out: masked_cross_entropy(out, part.labels, part.valid, group_frames))

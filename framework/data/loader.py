@@ -189,24 +189,19 @@ class SequenceLoader:
 
     def _batch(self, chunks: list[Chunk], streams: dict) -> SequenceBatch:
         T, first = self.seq_len // self.parts, self._window().start
-        frames = None
+        # empty, not zeros: a memset of every frame costs as much as the copy
+        frames = torch.empty((len(chunks), T, *self.frame_shape), dtype=torch.uint8)
         labels = torch.zeros((len(chunks), T), dtype=torch.int64)
         index = torch.zeros((len(chunks), T), dtype=torch.int64)
         for b, c in enumerate(chunks):
-            if c.video < 0:  # padding reads nothing: zeros (below), label 0, valid=False
+            if c.video < 0:  # padding reads nothing: zero frames, label 0, valid=False
+                frames[b] = 0
                 continue
             image, _, frame, _, label = next(streams[self._shard_of[c.video]])
-            if frames is None:  # empty, not zeros: a memset of every frame costs as much as the copy
-                frames = torch.empty((len(chunks), *image.shape), dtype=torch.uint8)
             # copy out at once: FFCV refills its output buffers while we read the other lanes (numpy's copy:
             # one thread, no dispatch cost)
             np.copyto(frames[b].numpy(), image.numpy())
             index[b], labels[b] = frame.reshape(T), label.reshape(T)
-        if frames is None:
-            frames = torch.empty((len(chunks), T, *self.frame_shape), dtype=torch.uint8)
-        for b, c in enumerate(chunks):
-            if c.video < 0:
-                frames[b] = 0
         lengths = torch.tensor([c.length for c in chunks])
         return SequenceBatch(
             frames=frames,
