@@ -30,6 +30,7 @@ setup(
             "vt-launch=launch.cli:main",
             "vt-probe=framework.probe:main",
             "vt-mlflow-sync=framework.tracking.sync:main",
+            "vt-score=framework.score:main",
         ]
     },
 )

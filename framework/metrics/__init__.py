@@ -1,0 +1,1 @@
+"""Metrics computed the way the field computes them; pure numpy, one module per family of numbers."""
