@@ -31,6 +31,7 @@ setup(
             "vt-probe=framework.probe:main",
             "vt-mlflow-sync=framework.tracking.sync:main",
             "vt-score=framework.score:main",
+            "vt-infer=framework.infer:main",
         ]
     },
 )

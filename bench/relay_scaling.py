@@ -29,7 +29,7 @@ def worker(frames: int, steps: int, warmup: int, overrides: list[str]) -> None:
     from framework.env import detect, init_distributed, shutdown
     from framework.models import build_model
     from framework.relay import Relay, Topology
-    from framework.trainer import masked_cross_entropy
+    from framework.tasks.phase import cross_entropy_sum
 
     torch.set_num_threads(1)
     env = detect()
@@ -49,7 +49,7 @@ def worker(frames: int, steps: int, warmup: int, overrides: list[str]) -> None:
         feats = engine.module.features(x)
         marks.append(time.perf_counter())
         result = relay.step(feats, carried, torch.zeros(B, dtype=torch.bool),
-                            lambda out: masked_cross_entropy(out, labels, valid, total))
+                            lambda out: cross_entropy_sum(out, labels.masked_fill(~valid, -1)) / total)
         marks.append(time.perf_counter())
         engine.backward(result.surrogate * relay.backward_scale)
         marks.append(time.perf_counter())

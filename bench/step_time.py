@@ -56,7 +56,7 @@ def plain_step_time(cfg, data, warmup):
     from framework.engine import make_optimizer, warmup_cosine
     from framework.models import build_model
     from framework.models.heads import detach_state
-    from framework.trainer import masked_cross_entropy
+    from framework.tasks.phase import cross_entropy_sum
 
     torch.manual_seed(0)
     model = build_model(cfg.model, 5)
@@ -67,7 +67,7 @@ def plain_step_time(cfg, data, warmup):
     def step(b):
         nonlocal state
         logits, new_state = model(b.frames, state, b.starts)
-        loss = masked_cross_entropy(logits, b.labels, b.valid, b.valid.sum().clamp(min=1))
+        loss = cross_entropy_sum(logits, b.labels.masked_fill(~b.valid, -1)) / b.valid.sum().clamp(min=1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.deepspeed.grad_clip)

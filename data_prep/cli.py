@@ -4,7 +4,7 @@
                   [--tools 'tool_annotations/{id}-tool.txt'] [--fps 1 --size 224 | --short-side 256]
                   [--workers 8 --shard-size 4G]                    any videos under DIR/videos, any annotation
   vt-prep shards --root DIR [--test video038,video039] [--fps 5 --size 64]   = prepare --phases 'annotations/{id}.txt'
-  vt-prep synthetic --out data/demo [--videos 24 --test-videos 6 --seed 0 ...]   videos + annotations + shards
+  vt-prep synthetic --out data/demo [--videos 24 --test-videos 6 --seed 0 --tools ...]   videos + annotations + shards
   vt-prep verify --root DIR                                                      check shards against the manifest
 
 exit codes: 0 ok; 1 verify found a corrupt or missing shard; 2 bad command line, bad input spec or nothing
@@ -94,12 +94,17 @@ def cmd_prepare(a) -> int:
 
 def cmd_synthetic(a) -> int:
     from .jobs import Job
-    from .synthetic import SyntheticSpec, generate
+    from .synthetic import AnticipationSpec, SyntheticSpec, generate, generate_anticipation
 
-    spec = SyntheticSpec(num_videos=a.videos, test_videos=a.test_videos, fps=a.source_fps, size=a.source_size,
-                         phase_seconds=(a.min_phase, a.max_phase), seed=a.seed)
-    records = generate(Path(a.out), spec)
-    jobs = [Job(r["id"], r["video"], r["split"], kind="phases", phases=r["annotation"]) for r in records]
+    if a.kind == "anticipation":
+        records = generate_anticipation(Path(a.out), AnticipationSpec(
+            num_videos=a.videos, test_videos=a.test_videos, fps=a.source_fps, size=a.source_size, seed=a.seed))
+    else:
+        records = generate(Path(a.out), SyntheticSpec(
+            num_videos=a.videos, test_videos=a.test_videos, fps=a.source_fps, size=a.source_size,
+            phase_seconds=(a.min_phase, a.max_phase), seed=a.seed, tools=a.tools))
+    jobs = [Job(r["id"], r["video"], r["split"], kind="phases", phases=r["annotation"], tools=r.get("tools"))
+            for r in records]
     return _run(Path(a.out), jobs, [], a)
 
 
@@ -149,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-phase", type=float, default=8.0, help="shortest phase, seconds")
     p.add_argument("--max-phase", type=float, default=20.0, help="longest phase, seconds")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tools", action="store_true", help="also instruments in the frames and tool presence files")
+    p.add_argument("--kind", choices=("workflow", "anticipation"), default="workflow",
+                   help="workflow: the phase task that needs memory; anticipation: noise frames and an "
+                        "instrument at unpredictable times (the BN cheating experiment)")
     _shard_args(p)
     p.set_defaults(func=cmd_synthetic)
     p = sub.add_parser("verify", help="check shards against the manifest (size, header, sha256)")

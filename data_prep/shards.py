@@ -19,6 +19,7 @@ class VideoItem:
     video: str  # relative to the data root
     annotation: str  # relative to the data root
     split: str
+    tools: str | None = None  # tool presence file, relative to the data root
 
 
 @dataclass(frozen=True)
@@ -59,9 +60,11 @@ def write_shards(root: Path, items: list[VideoItem], spec: ShardSpec = ShardSpec
     for item in items:
         check_relative(item.video)
         check_relative(item.annotation)
+        if item.tools:
+            check_relative(item.tools)
     if labels is not None:
         spec = ShardSpec(**{**spec.__dict__, "labels": tuple(labels)})
-    jobs = [Job(it.id, it.video, it.split, kind="phases", phases=it.annotation) for it in items]
+    jobs = [Job(it.id, it.video, it.split, kind="phases", phases=it.annotation, tools=it.tools) for it in items]
     result = prepare(root, jobs, spec.stage_spec(), spec.workers, spec.shard_bytes, progress=progress)
     if result.problems:
         p = result.problems[0]

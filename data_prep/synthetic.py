@@ -5,6 +5,15 @@ are drawn from the same frame distribution: a frame (or a short clip) of idle_ea
 of idle_late. Only whether dissection has already happened tells them apart, and idle phases last longer
 than a training chunk, so a model needs a hidden state carried across chunks to label them.
 A frame-only model tops out near 1 - (idle frames) / 2 (see README for the measured ceiling).
+
+With `tools=True` two instruments appear in bursts and are drawn while present (a square in a corner each):
+`grasper` in preparation and closure, `clipper` in dissection; one Cholec80-style tool file per video.
+
+`generate_anticipation` makes the data of the BN "cheating" experiment: frames of pure noise and one instrument
+that appears at unpredictable times (gaps drawn at random), drawn as a bright block while present. Nothing in the
+frames before an appearance tells when it comes, so an online model cannot beat the prior — unless its
+normalisation mixes the statistics of later frames into earlier ones (trainable BatchNorm on a chunk of
+consecutive frames).
 """
 from __future__ import annotations
 
@@ -15,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .annotations import write_phase_file
+from .annotations import write_phase_file, write_tool_file
 
 PHASES = ("preparation", "idle_early", "dissection", "idle_late", "closure")
 # background colour of each phase; the idle phases share theirs on purpose
@@ -26,6 +35,9 @@ _TINT = {
     "idle_late": (110, 110, 110),
     "closure": (70, 90, 170),
 }
+TOOLS = ("grasper", "clipper")
+_TOOL_PHASES = {"grasper": ("preparation", "closure"), "clipper": ("dissection",)}
+_TOOL_COLOUR = {"grasper": (0, 255, 255), "clipper": (255, 0, 255)}
 
 
 @dataclass(frozen=True)
@@ -36,6 +48,7 @@ class SyntheticSpec:
     size: int = 64  # frames are size × size; must be even for H.264 4:2:0
     phase_seconds: tuple[float, float] = (8.0, 20.0)  # each phase's duration is uniform in this range
     seed: int = 0
+    tools: bool = False  # also draw instruments and write tool presence files
 
     def __post_init__(self):
         if self.size % 2 or self.size < 16:
@@ -56,9 +69,33 @@ def phase_timeline(spec: SyntheticSpec, rng: np.random.Generator) -> list[str]:
     return frames
 
 
-def render_frame(phase: str, t: float, video_rng_params: dict, rng: np.random.Generator, size: int) -> np.ndarray:
+def tool_timeline(phases: list[str], fps: float, rng: np.random.Generator) -> np.ndarray:
+    """[frames, len(TOOLS)] bool: each tool in bursts of 1–3 s with 1–3 s gaps, only during its phases."""
+    present = np.zeros((len(phases), len(TOOLS)), bool)
+    for k, tool in enumerate(TOOLS):
+        f = 0
+        while f < len(phases):
+            on, off = (max(1, round(rng.uniform(1.0, 3.0) * fps)) for _ in range(2))
+            present[f:f + on, k] = True
+            f += on + off
+        present[:, k] &= np.isin(phases, _TOOL_PHASES[tool])
+    return present
+
+
+def draw_tools(img: np.ndarray, present) -> np.ndarray:
+    """A filled square per present tool: grasper top-left, clipper bottom-right."""
+    q = max(2, img.shape[0] // 5)
+    for k, tool in enumerate(TOOLS):
+        if present[k]:
+            rows = slice(0, q) if k == 0 else slice(-q, None)
+            img[rows, rows] = _TOOL_COLOUR[tool]
+    return img
+
+
+def render_frame(phase: str, t: float, video_rng_params: dict, rng: np.random.Generator, size: int,
+                 tools=None) -> np.ndarray:
     """One RGB frame. Phase identity is in the colour and in the moving object; per-video jitter and
-    per-frame noise keep it from being a lookup table."""
+    per-frame noise keep it from being a lookup table. tools: which of TOOLS are present (drawn)."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
     tint = np.array(_TINT[phase], np.float32) * video_rng_params["brightness"]
     img = np.broadcast_to(tint, (size, size, 3)).copy()
@@ -75,6 +112,8 @@ def render_frame(phase: str, t: float, video_rng_params: dict, rng: np.random.Ge
     else:  # idle: a blob at a random place, same law in both idle phases
         cx, cy = rng.uniform(0.2, 0.8, size=2)
         img[(xx - cx) ** 2 + (yy - cy) ** 2 < 0.01] = (200, 200, 200)
+    if tools is not None:
+        draw_tools(img, tools)
     img += rng.normal(0, 6, size=img.shape)
     return np.clip(img, 0, 255).astype(np.uint8)
 
@@ -107,10 +146,74 @@ def generate(out: Path, spec: SyntheticSpec = SyntheticSpec(), progress: bool = 
         vid = f"video{i:03d}"
         phases = phase_timeline(spec, rng)
         params = {"brightness": rng.uniform(0.8, 1.2), "freq": rng.uniform(0.5, 2.0)}
-        frames = (render_frame(p, k / spec.fps, params, rng, spec.size) for k, p in enumerate(phases))
+        # a stream of its own: with tools off the videos are exactly those of before tools existed
+        tools = tool_timeline(phases, spec.fps, np.random.default_rng([spec.seed, i, 1])) if spec.tools else None
+        frames = (render_frame(p, k / spec.fps, params, rng, spec.size, None if tools is None else tools[k])
+                  for k, p in enumerate(phases))
         encode_video(out / "videos" / f"{vid}.mp4", frames, spec.fps, spec.size)
         write_phase_file(out / "annotations" / f"{vid}.txt", phases)
         split = "test" if i >= spec.num_videos - spec.test_videos else "train"
+        record = {"id": vid, "video": f"videos/{vid}.mp4", "annotation": f"annotations/{vid}.txt",
+                  "split": split, "num_frames": len(phases)}
+        if tools is not None:
+            record["tools"] = _write_tools(out, vid, tools, TOOLS)
+        records.append(record)
+    return records
+
+
+def _write_tools(out: Path, vid: str, present: np.ndarray, names) -> str:
+    """One row per source frame (frame index step 1, at the video's rate): Cholec80's layout."""
+    (out / "tools").mkdir(parents=True, exist_ok=True)
+    write_tool_file(out / "tools" / f"{vid}.txt", list(names), [tuple(map(int, r)) for r in present], step=1)
+    return f"tools/{vid}.txt"
+
+
+@dataclass(frozen=True)
+class AnticipationSpec:
+    num_videos: int = 16
+    test_videos: int = 4
+    fps: float = 2.0
+    size: int = 32
+    seconds: tuple[float, float] = (90.0, 150.0)  # video length, uniform
+    gap_seconds: tuple[float, float] = (4.0, 30.0)  # time between two uses of the instrument, uniform
+    use_seconds: tuple[float, float] = (2.0, 5.0)  # how long each use lasts
+    seed: int = 0
+
+
+def instrument_timeline(spec: AnticipationSpec, rng: np.random.Generator) -> np.ndarray:
+    """[frames] bool: uses at gaps drawn independently of everything before them."""
+    n = max(1, round(rng.uniform(*spec.seconds) * spec.fps))
+    present, f = np.zeros(n, bool), round(rng.uniform(*spec.gap_seconds) * spec.fps)
+    while f < n:
+        on = max(1, round(rng.uniform(*spec.use_seconds) * spec.fps))
+        present[f:f + on] = True
+        f += on + max(1, round(rng.uniform(*spec.gap_seconds) * spec.fps))
+    return present
+
+
+def noise_frame(rng: np.random.Generator, size: int, present: bool) -> np.ndarray:
+    img = rng.integers(40, 216, size=(size, size, 3)).astype(np.uint8)
+    if present:  # the instrument: a bright block over half the frame
+        img[size // 4: 3 * size // 4, :] = 250
+    return img
+
+
+def generate_anticipation(out: Path, spec: AnticipationSpec = AnticipationSpec(), progress: bool = True) -> list[dict]:
+    """Noise videos with one instrument (`instrument`) used at unpredictable times; one phase label (`surgery`)
+    per frame so the shards have a label space; tool presence files as for Cholec80."""
+    out = Path(out)
+    (out / "videos").mkdir(parents=True, exist_ok=True)
+    (out / "annotations").mkdir(parents=True, exist_ok=True)
+    records = []
+    for i in tqdm(range(spec.num_videos), desc="synthetic videos", disable=not progress):
+        rng = np.random.default_rng([spec.seed, i, 2])
+        vid = f"video{i:03d}"
+        present = instrument_timeline(spec, rng)
+        encode_video(out / "videos" / f"{vid}.mp4", (noise_frame(rng, spec.size, p) for p in present), spec.fps,
+                     spec.size)
+        write_phase_file(out / "annotations" / f"{vid}.txt", ["surgery"] * len(present))
+        split = "test" if i >= spec.num_videos - spec.test_videos else "train"
         records.append({"id": vid, "video": f"videos/{vid}.mp4", "annotation": f"annotations/{vid}.txt",
-                        "split": split, "num_frames": len(phases)})
+                        "tools": _write_tools(out, vid, present[:, None], ["instrument"]), "split": split,
+                        "num_frames": len(present)})
     return records

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Dict, Optional
 
 CONFIG_DIR = Path(os.environ.get("VT_CONFIG_DIR", Path(__file__).resolve().parents[1] / "configs"))
 
@@ -184,12 +184,17 @@ class Config:
     run_dir: str = "runs/default"
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
+    # {name: options}: one entry per task the run trains (configs/task/, framework/tasks/); empty: phase
+    task: Dict[str, Any] = field(default_factory=dict)
     model: ModelConfig = field(default_factory=ModelConfig)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def __post_init__(self):
+        from .tasks import parse_task_configs
+
+        self.task = parse_task_configs(self.task)  # each task validates its own options
         chunk = self.model.frame_chunk
         _require(chunk is None or self.data.seq_len % chunk == 0,
                  f"data.seq_len={self.data.seq_len} is not a multiple of model.frame_chunk={chunk}")

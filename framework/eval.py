@@ -1,4 +1,6 @@
-"""`vt-eval RUN_DIR [--split test] [--tag TAG]`: online evaluation of a run's checkpoint over whole videos."""
+"""`vt-eval RUN_DIR [--split test] [--tag TAG] [overrides]`: online evaluation of a run's checkpoint over whole
+videos; prints the tasks' report as JSON. `vt-infer` runs the same streaming pass and also writes per-frame
+predictions, plots and exports."""
 from __future__ import annotations
 
 import argparse
@@ -14,45 +16,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tag", default=None, help="checkpoint tag (default: the latest)")
     parser.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. data.root=/other/shards")
     a = parser.parse_args(argv)
-    from .checkpoint import checkpoint_dir, latest
-    from .config import ConfigError, load_saved_config
+    from .config import ConfigError
+    from .infer import resolve
 
-    if not (a.run_dir / "config.yaml").is_file():
-        print(f"vt-eval: error: {a.run_dir} is not a run folder (no config.yaml)", file=sys.stderr)
-        return 2
-    tag = a.tag or latest(checkpoint_dir(a.run_dir))
-    if tag is None or not (checkpoint_dir(a.run_dir) / tag).is_dir():
-        print(f"vt-eval: error: no checkpoint {tag or ''} in {checkpoint_dir(a.run_dir)}", file=sys.stderr)
-        return 2
     try:
-        cfg, _ = load_saved_config(a.run_dir / "config.yaml", a.overrides)
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
+        cfg, tag = resolve(a.run_dir, a.tag, a.overrides)
+    except (ConfigError, ValueError) as e:
+        print(f"{'config error' if isinstance(e, ConfigError) else 'vt-eval: error'}: {e}", file=sys.stderr)
         return 2
-    metrics = evaluate_checkpoint(cfg, a.run_dir, tag, a.split or cfg.data.eval_split)
-    print(json.dumps(metrics, indent=1))
+    report = evaluate_checkpoint(cfg, a.run_dir, tag, a.split or cfg.data.eval_split)
+    if report is not None:
+        from .reports import plain
+
+        print(json.dumps(plain(report), indent=1))
     return 0
 
 
-def evaluate_checkpoint(cfg, run_dir: Path, tag: str, split: str) -> dict:
-    from .checkpoint import checkpoint_dir
-    from .data.loader import SequenceLoader
-    from .engine import build_engine
-    from .env import detect, init_distributed, shutdown
-    from .evaluate import evaluate
-    from .models import build_model
+def evaluate_checkpoint(cfg, run_dir: Path, tag: str, split: str) -> dict | None:
+    """The report on rank 0 (None on the others)."""
+    from .env import shutdown
+    from .infer import run
 
-    env = detect()
-    device = init_distributed(env)
-    d = cfg.data
-    loader = SequenceLoader(d.root, split, env.rank, env.world_size, d.batch_size, d.seq_len, shuffle=False,
-                            num_workers=d.num_workers)
-    engine = build_engine(build_model(cfg.model, len(loader.manifest.labels)), cfg)
-    engine.load_checkpoint(str(checkpoint_dir(run_dir)), tag=tag, load_module_only=True,
-                           load_optimizer_states=False, load_lr_scheduler_states=False)
-    metrics = evaluate(engine.module, loader, device).metrics
+    env, _, _, report = run(cfg, run_dir, tag, split, progress=False)
     shutdown()
-    return metrics
+    return report if env.is_main else None
 
 
 if __name__ == "__main__":

@@ -43,9 +43,10 @@ def report(cfg, trainer, results: dict, seconds: float) -> None:
 
     print(f"\n== {cfg.name}: {trainer.step} steps in {seconds:.0f} s")
     if results:
-        print(f"held-out frame accuracy: {results['accuracy']:.4f}  (video-mean {results['video_accuracy']:.4f}, "
-              f"macro F1 {results['macro_f1']:.4f}, {results['frames']} frames of {results['videos']} videos)")
-        print(f"timeline plot: {trainer.run_dir / 'eval_timeline.png'}")
+        print(f"held-out ({cfg.data.eval_split}):")
+        for line in trainer.tasks.headlines(results):
+            print(f"  {line}")
+        print(f"report: {trainer.run_dir / 'eval.json'}; plots and exports: {trainer.run_dir / 'eval'}")
     print(f"checkpoints: {checkpoint_dir(trainer.run_dir).resolve()}")
     if trainer.tracker.ui_command:
         print(f"MLflow run {trainer.tracker.run_id}; open the dashboard with:\n  {trainer.tracker.ui_command}")

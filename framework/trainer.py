@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
@@ -18,10 +17,12 @@ from .data.loader import SequenceBatch, SequenceLoader
 from .data.augment import build_augment
 from .engine import build_engine
 from .env import DistEnv
-from .evaluate import EvalResult, evaluate, timeline_plot
+from .evaluate import eval_loader, infer
 from .models import build_model
 from .models.staged import configure_checkpointing
 from .relay import Relay, Topology
+from .reports import scalars, write_json
+from .tasks import TaskSet, build_tasks
 from .tracking import build_tracker, flatten
 
 
@@ -29,15 +30,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor,
-                         frames: torch.Tensor) -> torch.Tensor:
-    """Sum over the valid frames divided by `frames`: the valid frames of the whole SP group's batch, so
-    that the ranks' shares add up to the loss one process would compute on the whole sequences. Padding
-    past a video's end counts for nothing."""
-    losses = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), reduction="none")
-    return (losses * valid.flatten().float()).sum() / frames
 
 
 def progress_bar(total: int, initial: int, enabled: bool) -> tqdm:
@@ -57,10 +49,11 @@ class Trainer:
                                      d.seq_len * self.topo.sp, seed=cfg.seed, shuffle=d.shuffle,
                                      num_workers=d.num_workers, sampling=d.sampling, stride=d.clip_stride,
                                      part=(self.topo.sp_rank, self.topo.sp))
-        self.labels = self.loader.manifest.labels
+        # what the run learns and how it is scored: targets, output blocks, losses, metrics (framework/tasks/)
+        self.tasks = build_tasks(cfg.task, d.root, self.loader.manifest, self.loader.videos)
         self.augment = build_augment(d)  # identity unless data.augment=clip
         configure_checkpointing(cfg.model.checkpointing, device)
-        self.engine = build_engine(build_model(cfg.model, len(self.labels)), cfg)
+        self.engine = build_engine(build_model(cfg.model, self.tasks.out_dim), cfg)
         self.relay = Relay(self.engine.module.head, self.topo, cfg.trainer.handoff)
         self.state = self.engine.module.initial_state(d.batch_size, device=device)  # carried across batches
         self.step = 0
@@ -93,7 +86,7 @@ class Trainer:
         if preempt.stopped() and self.step < self.cfg.trainer.max_steps:  # preempt: requeued, resume reattaches
             self.tracker.close("KILLED")
             return {}
-        results = self.evaluate().metrics if self.cfg.trainer.eval else {}
+        results = self.evaluate() if self.cfg.trainer.eval else {}
         self.tracker.close()
         return results
 
@@ -103,20 +96,22 @@ class Trainer:
 
     def train_step(self, batch: SequenceBatch) -> torch.Tensor:
         """One batch: the backbone on this rank's frames, the head as a relay across the SP group (with
-        sp=1 a relay of one), one engine.backward. Returns [loss share, correct frames, valid frames]."""
+        sp=1 a relay of one), one engine.backward. Returns the step's sums for the logging window
+        (TaskSet.names)."""
         part = batch.to(self.device)
+        targets = {k: t.to(self.device) for k, t in self.tasks.targets(batch, self.loader.videos).items()}
+        # the frames of the whole SP group's sequences: the ranks' loss shares add up to one process's loss
         group_frames = part.lengths.sum().clamp(min=1).float()
         # the seeds stay on the CPU, where the parameters are drawn: on a GPU they would cost a sync a step
         frames = self.augment(part.frames, batch.aug_seed)  # on the device, one draw per lane
         features = self.engine.module.features(frames)
         result = self.relay.step(features, self.state, part.starts,
-                                 lambda out: masked_cross_entropy(out, part.labels, part.valid, group_frames))
+                                 lambda out: self.tasks.loss(out, targets, group_frames))
         self.engine.backward(result.surrogate * self.relay.backward_scale)
         self.engine.step()
         self.state = result.carried  # across batches the state goes on, its gradient stops (truncated BPTT)
-        correct = ((result.outputs.argmax(-1) == part.labels) & part.valid).sum()
         # one tensor, read once per logging window: an .item() here would stall the GPU every step
-        return torch.stack([result.loss.float(), correct.float(), part.valid.sum().float()])
+        return self.tasks.step_stats(result.loss, result.outputs, targets, group_frames)
 
     # -- logging -----------------------------------------------------------------------------
     def log_config(self) -> None:
@@ -133,11 +128,11 @@ class Trainer:
         totals = torch.stack(window).sum(0)
         if dist.is_initialized():  # every rank's frames count; the SP shares add up, the DP groups average
             dist.all_reduce(totals)
-        loss, correct, frames = totals.tolist()
-        metrics = {"train/loss": loss / (len(window) * self.topo.dp),
-                   "train/accuracy": correct / max(1.0, frames),
+        # losses are shares that add up over an SP group; the DP groups' losses average
+        window_metrics = self.tasks.window_metrics(totals.tolist(), len(window) * self.topo.dp)
+        metrics = {**{f"train/{k}": v for k, v in window_metrics.items()},
                    "train/lr": self.engine.get_lr()[0], "train/epoch": self.loader.epoch}
-        bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", acc=f"{metrics['train/accuracy']:.3f}")
+        bar.set_postfix(loss=f"{metrics['train/loss']:.3f}")
         self.tracker.log_metrics(metrics, self.step)
         if self.env.is_main:  # a local copy that survives any tracking-server trouble
             with open(self.run_dir / "metrics.jsonl", "a") as f:
@@ -163,19 +158,22 @@ class Trainer:
             print(f"resumed from {found[0] / found[1]} at step {self.step}")
 
     # -- evaluation --------------------------------------------------------------------------
-    def evaluate(self) -> EvalResult:
-        d = self.cfg.data
-        loader = SequenceLoader(d.root, d.eval_split, self.env.rank, self.env.world_size, d.batch_size,
-                                d.seq_len, shuffle=False, num_workers=d.num_workers)
-        result = evaluate(self.engine.module, loader, self.device)
+    def evaluate(self) -> dict:
+        """The tasks' reports on data.eval_split, streamed online over whole videos by all ranks."""
+        loader = eval_loader(self.cfg.data, self.cfg.data.eval_split, self.env.rank, self.env.world_size)
+        results = infer(self.engine.module, loader, self.device, progress=self.env.is_main)
+        report = self.tasks.evaluate(results) if self.env.is_main else {}
         if self.env.is_main:
-            write_eval(result, self.run_dir, self.tracker, self.step)
-        return result
+            write_eval(self.tasks, results, report, self.run_dir, self.tracker, self.step)
+        return report
 
 
-def write_eval(result: EvalResult, run_dir: Path, tracker, step: int) -> None:
-    (run_dir / "eval.json").write_text(json.dumps(result.metrics, indent=1))
-    timeline_plot(result, run_dir / "eval_timeline.png")
-    tracker.log_metrics({f"eval/{k}": v for k, v in result.metrics.items()}, step)
-    for name in ("eval.json", "eval_timeline.png"):
-        tracker.log_artifact(run_dir / name)
+def write_eval(tasks: TaskSet, results, report: dict, run_dir: Path, tracker, step: int) -> None:
+    """eval.json (every number labelled with its convention), the tasks' plots and exports in eval/, the
+    scalars to MLflow under eval/<task>/...."""
+    write_json(run_dir / "eval.json", report)
+    tasks.write_files(results, report, run_dir / "eval")
+    tracker.log_metrics({f"eval/{k}": v for k, v in scalars(report).items()}, step)
+    tracker.log_artifact(run_dir / "eval.json")
+    if (run_dir / "eval").is_dir():
+        tracker.log_artifact(run_dir / "eval", "eval")

@@ -18,14 +18,15 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
-    """A small synthetic workflow dataset with shards: 6 train + 2 test videos of 50–90 sampled frames."""
+    """A small synthetic workflow dataset with shards: 6 train + 2 test videos of 50–90 sampled frames, with
+    phases and two instruments' presence (grasper, clipper)."""
     from data_prep.shards import ShardSpec, VideoItem, write_shards
     from data_prep.synthetic import SyntheticSpec, generate
 
     root = tmp_path_factory.mktemp("tiny_data")
-    spec = SyntheticSpec(num_videos=8, test_videos=2, fps=10, size=32, phase_seconds=(2.0, 3.5), seed=1)
+    spec = SyntheticSpec(num_videos=8, test_videos=2, fps=10, size=32, phase_seconds=(2.0, 3.5), seed=1, tools=True)
     records = generate(root, spec, progress=False)
-    items = [VideoItem(r["id"], r["video"], r["annotation"], r["split"]) for r in records]
+    items = [VideoItem(r["id"], r["video"], r["annotation"], r["split"], r["tools"]) for r in records]
     write_shards(root, items, ShardSpec(fps=5, size=32), progress=False)
     return root
 

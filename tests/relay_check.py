@@ -24,7 +24,7 @@ from framework.env import detect, init_distributed, shutdown
 from framework.models import build_model
 from framework.models.heads import detach_state
 from framework.relay import Relay, Topology
-from framework.trainer import masked_cross_entropy
+from framework.tasks.phase import cross_entropy_sum
 
 B, T, SIZE, CLASSES, TOL = 2, 4, 16, 3, 1e-5
 HEADS = {"linear": {}, "lstm": {"layers": 2}, "gru": {"layers": 1}, "tcn": {"layers": 3, "stages": 2},
@@ -51,8 +51,9 @@ def reference_grads(model, frames, labels, valid, state, topo, handoff, reset):
         state = detach_state(state) if handoff == "detached" else state
         outs.append(out)
     logits = torch.cat(outs, 1)
-    loss = sum(masked_cross_entropy(logits[g * B:(g + 1) * B], labels[g * B:(g + 1) * B], valid[g * B:(g + 1) * B],
-                       valid[g * B:(g + 1) * B].sum()) for g in range(topo.dp)) / topo.dp
+    target = labels.masked_fill(~valid, -1)
+    loss = sum(cross_entropy_sum(logits[g * B:(g + 1) * B], target[g * B:(g + 1) * B]) / valid[g * B:(g + 1) * B].sum()
+               for g in range(topo.dp)) / topo.dp
     grads = torch.autograd.grad(loss, list(model.parameters()))
     return grads, detach_state(state)
 
@@ -92,10 +93,10 @@ def check(head: str, handoff: str, zero: int, topo: Topology, group) -> float:
         normaliser = valid[rows, cols].sum().float()
         if group is not None:
             dist.all_reduce(normaliser, group=group)
-        local_labels, local_valid = labels[rows, cols], valid[rows, cols]
+        local_target = labels.masked_fill(~valid, -1)[rows, cols]
         feats = engine.module.features(frames[rows, cols])
         result = relay.step(feats, carried, reset,
-                            lambda out: masked_cross_entropy(out, local_labels, local_valid, normaliser))
+                            lambda out: cross_entropy_sum(out, local_target) / normaliser)
         engine.backward(result.surrogate * relay.backward_scale)
         for p, r in zip(engine.module.parameters(), ref):
             g = safe_get_full_grad(p)  # the reduced gradient, whatever the ZeRO stage partitioned

@@ -44,7 +44,7 @@ class Stage(nn.Module):
 
 
 class CausalTCNHead(nn.Module):
-    """State: one [B, channels, (k−1)·d] tensor per dilated layer of every stage."""
+    """State: one [B, channels, (k−1)·d] tensor per dilated layer of every stage. Outputs [B, T, stages, C]."""
 
     def __init__(self, in_dim: int, num_classes: int, hidden: int = 64, layers: int = 6, dropout: float = 0.0,
                  stages: int = 2):
@@ -60,10 +60,12 @@ class CausalTCNHead(nn.Module):
         from .heads import reset_state
 
         state = list(reset_state(state, reset, batch_dim=0))
-        x, new = features.transpose(1, 2), []
+        x, new, outputs = features.transpose(1, 2), [], []
         for i, stage in enumerate(self.stages):
             n = len(stage.layers)
             logits, pasts = stage(x if i == 0 else F.softmax(x, dim=1), state[:n])
             state, x = state[n:], logits
             new += pasts
-        return x.transpose(1, 2), tuple(new)
+            outputs.append(logits.transpose(1, 2))
+        # every stage's output, [B, T, S, C]: the losses average over stages (MS-TCN), predictions take the last
+        return torch.stack(outputs, dim=2), tuple(new)

@@ -1,0 +1,155 @@
+"""`vt-infer RUN_DIR [--split S] [--tag T] [--out DIR] [--nproc N] [overrides]`: streaming inference of a
+run's checkpoint over any prepared split, labelled or not.
+
+Online, as the model would run in an operating room: frames in order, the state carried, no future frame.
+With --nproc N (or under torchrun / vt-launch) the ranks split the videos. Writes to --out (default
+RUN_DIR/infer/<split>-<tag>): predictions.parquet and predictions.csv (video, frame, time, then each task's
+targets, predictions and probabilities or regressions), report.json (the tasks' metrics, each labelled with
+its convention; an unlabeled split says so instead), the tasks' plots and exports (Cholec80-format phase
+files in cholec80/), and logs them to the run's MLflow run when the run logged to MLflow.
+
+    vt-infer runs/demo                                   # the latest checkpoint on the run's eval split
+    vt-infer runs/demo --split val --tag step00000200 --nproc 2
+    vt-infer runs/demo --split test data.root=/srv/other-shards
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vt-infer", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--split", default=None, help="split to run over (default: the run's data.eval_split)")
+    p.add_argument("--tag", default=None, help="checkpoint tag (default: the latest)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: RUN_DIR/infer/<split>-<tag>)")
+    p.add_argument("--nproc", type=int, default=1, help="processes on this machine; they split the videos")
+    p.add_argument("--no-mlflow", action="store_true", help="do not log to the run's MLflow run")
+    return p
+
+
+def resolve(run_dir: Path, tag: str | None, overrides: list[str]):
+    """(cfg, tag) of a run folder, or a one-line error."""
+    from .checkpoint import checkpoint_dir, latest
+    from .config import load_saved_config
+
+    if not (run_dir / "config.yaml").is_file():
+        raise ValueError(f"{run_dir} is not a run folder (no config.yaml)")
+    tag = tag or latest(checkpoint_dir(run_dir))
+    if tag is None or not (checkpoint_dir(run_dir) / tag).is_dir():
+        raise ValueError(f"no checkpoint {tag or ''} in {checkpoint_dir(run_dir)}")
+    cfg, _ = load_saved_config(run_dir / "config.yaml", [*overrides, f"run_dir={run_dir}"])
+    return cfg, tag
+
+
+def load_model(cfg, run_dir: Path, tag: str, loader):
+    """The checkpoint's model (through DeepSpeed's loader, so any ZeRO stage and bf16 load) and its tasks."""
+    from .checkpoint import checkpoint_dir
+    from .engine import build_engine
+    from .models import build_model
+    from .tasks import build_tasks
+
+    tasks = build_tasks(cfg.task, cfg.data.root, loader.manifest, train_videos=[])
+    engine = build_engine(build_model(cfg.model, tasks.out_dim), cfg)
+    engine.load_checkpoint(str(checkpoint_dir(run_dir)), tag=tag, load_module_only=True,
+                           load_optimizer_states=False, load_lr_scheduler_states=False)
+    return engine.module, tasks
+
+
+def run(cfg, run_dir: Path, tag: str, split: str, progress: bool = True):
+    """Streaming inference on this rank's share; (tasks, results of every video, report) on every rank."""
+    from .env import detect, init_distributed
+    from .evaluate import eval_loader, infer
+
+    env = detect()
+    device = init_distributed(env)
+    loader = eval_loader(cfg.data, split, env.rank, env.world_size)
+    model, tasks = load_model(cfg, run_dir, tag, loader)
+    results = infer(model, loader, device, progress=progress and env.is_main)
+    return env, tasks, results, tasks.evaluate(results) if env.is_main else {}
+
+
+def predictions_table(tasks, results):
+    import pandas as pd
+
+    frames = []
+    for r in results:
+        cols = {"video": r.video.id, "frame": r.frame, "time": r.time, **tasks.columns(r)}
+        frames.append(pd.DataFrame(cols))
+    return pd.concat(frames, ignore_index=True)
+
+
+def write_outputs(tasks, results, report: dict, out: Path) -> list[Path]:
+    from .reports import write_json
+
+    out.mkdir(parents=True, exist_ok=True)
+    table = predictions_table(tasks, results)
+    table.to_parquet(out / "predictions.parquet", index=False)
+    table.to_csv(out / "predictions.csv", index=False)
+    write_json(out / "report.json", report)
+    files = tasks.write_files(results, report, out)
+    return [out / "predictions.parquet", out / "predictions.csv", out / "report.json", *files]
+
+
+def log_to_mlflow(cfg, report: dict, out: Path, split: str, tag: str) -> None:
+    from .reports import scalars
+    from .tracking import build_tracker
+
+    tracker = build_tracker(cfg, is_main=True)
+    tracker.log_metrics({f"infer/{split}/{k}": v for k, v in scalars(report).items()}, step=0)
+    tracker.log_artifact(out, f"infer/{out.name}")
+    tracker.set_tags({f"infer_{split}": f"{tag} → {out}"})
+    tracker.close()
+
+
+def relaunch(argv: list[str], nproc: int) -> int:
+    """--nproc N outside torchrun: run this command in N processes (one machine)."""
+    from launch.local import local_env
+
+    args, skip = [], False
+    for arg in argv:
+        if skip or arg.startswith("--nproc="):
+            skip = False
+            continue
+        skip = arg == "--nproc"
+        if not skip:
+            args.append(arg)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "framework.infer", *args]
+    return subprocess.call(cmd, env=local_env(nproc))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    a, overrides = parser().parse_known_args(argv)
+    from .config import ConfigError
+
+    try:
+        cfg, tag = resolve(a.run_dir, a.tag, overrides)
+    except (ConfigError, ValueError) as e:
+        print(f"vt-infer: error: {e}", file=sys.stderr)
+        return 2
+    if a.nproc > 1 and "RANK" not in os.environ:
+        return relaunch(argv, a.nproc)
+    from .env import shutdown
+
+    split = a.split or cfg.data.eval_split
+    env, tasks, results, report = run(cfg, a.run_dir, tag, split)
+    if env.is_main:
+        out = a.out or a.run_dir / "infer" / f"{split}-{tag}"
+        write_outputs(tasks, results, report, out)
+        for line in tasks.headlines(report):
+            print(line)
+        print(f"predictions, report and plots: {out}")
+        if cfg.logging.mlflow.enabled and not a.no_mlflow:
+            log_to_mlflow(cfg, report, out, split, tag)
+    shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
