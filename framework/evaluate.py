@@ -15,11 +15,26 @@ from .models.heads import detach_state
 from .tasks import VideoResult, final_stage
 
 
+def batch_statistics(model) -> None:
+    """Trainable BatchNorm in train mode (each chunk normalised by its own statistics) and everything else in
+    eval mode: the "cheating" evaluation of Rivoir et al. It lets a frame's output depend on the later frames
+    of its chunk; never use it to report a number, only to show the leak."""
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    for m in model.modules():
+        if isinstance(m, _BatchNorm):
+            m.train()
+
+
 @torch.no_grad()
-def stream_outputs(model, loader, device, progress: bool = False) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """Per split video index: (frame indices [N], outputs [N, C] float32), in order."""
+def stream_outputs(model, loader, device, progress: bool = False,
+                   bn_batch_stats: bool = False) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Per split video index: (frame indices [N], outputs [N, C] float32), in order. bn_batch_stats: see
+    `batch_statistics` (the running statistics move then; pass a copy of the model)."""
     was_training = model.training
     model.eval()
+    if bn_batch_stats:
+        batch_statistics(model)
     state = model.initial_state(loader.batch_size, device=device)
     parts: dict[int, list] = {}
     total = sum(c.length for step in loader.plan(loader.epoch) for c in step)
@@ -50,12 +65,12 @@ def gather(local: dict) -> dict:
     return {k: v for p in parts for k, v in p.items()}
 
 
-def infer(model, loader, device, progress: bool = False) -> list[VideoResult]:
+def infer(model, loader, device, progress: bool = False, bn_batch_stats: bool = False) -> list[VideoResult]:
     """Streaming inference over the loader's split, on every rank's share of its videos; the results of all
     videos, in split order, with each frame's time and label from the shards' metadata."""
     from .data.frame_info import frame_info
 
-    raw = gather(stream_outputs(model, loader, device, progress))
+    raw = gather(stream_outputs(model, loader, device, progress, bn_batch_stats))
     videos = [loader.videos[v] for v in sorted(raw)]
     info = frame_info(loader.root, loader.manifest, videos)
     results = []

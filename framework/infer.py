@@ -29,6 +29,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="output folder (default: RUN_DIR/infer/<split>-<tag>)")
     p.add_argument("--nproc", type=int, default=1, help="processes on this machine; they split the videos")
     p.add_argument("--no-mlflow", action="store_true", help="do not log to the run's MLflow run")
+    p.add_argument("--bn-batch-stats", action="store_true",
+                   help="BatchNorm with each chunk's own statistics (train mode), as the BN 'cheating' experiment "
+                        "does: it leaks later frames into earlier ones; never for reporting a result")
     return p
 
 
@@ -60,7 +63,7 @@ def load_model(cfg, run_dir: Path, tag: str, loader):
     return engine.module, tasks
 
 
-def run(cfg, run_dir: Path, tag: str, split: str, progress: bool = True):
+def run(cfg, run_dir: Path, tag: str, split: str, progress: bool = True, bn_batch_stats: bool = False):
     """Streaming inference on this rank's share; (tasks, results of every video, report) on every rank."""
     from .env import detect, init_distributed
     from .evaluate import eval_loader, infer
@@ -69,7 +72,7 @@ def run(cfg, run_dir: Path, tag: str, split: str, progress: bool = True):
     device = init_distributed(env)
     loader = eval_loader(cfg.data, split, env.rank, env.world_size)
     model, tasks = load_model(cfg, run_dir, tag, loader)
-    results = infer(model, loader, device, progress=progress and env.is_main)
+    results = infer(model, loader, device, progress=progress and env.is_main, bn_batch_stats=bn_batch_stats)
     return env, tasks, results, tasks.evaluate(results) if env.is_main else {}
 
 
@@ -138,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     from .env import shutdown
 
     split = a.split or cfg.data.eval_split
-    env, tasks, results, report = run(cfg, a.run_dir, tag, split)
+    env, tasks, results, report = run(cfg, a.run_dir, tag, split, bn_batch_stats=a.bn_batch_stats)
     if env.is_main:
         out = a.out or a.run_dir / "infer" / f"{split}-{tag}"
         write_outputs(tasks, results, report, out)

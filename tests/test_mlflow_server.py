@@ -171,8 +171,9 @@ def test_params_metrics_artifacts_and_tags_read_back(resumed_run, server, tmp_pa
     assert params["trainer.max_steps"] == str(FIRST_STEPS)
     config = Path(c.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path)))
     assert f"max_steps: {TOTAL_STEPS}" in config.read_text()
-    assert {"config.yaml", "eval.json", "eval_timeline.png"} <= {a.path for a in c.list_artifacts(run.info.run_id)}
-    assert run.data.metrics["eval/accuracy"] == json.loads((run_dir / "eval.json").read_text())["accuracy"]
+    assert {"config.yaml", "eval.json", "eval"} <= {a.path for a in c.list_artifacts(run.info.run_id)}
+    pooled = json.loads((run_dir / "eval.json").read_text())["phase"]["frame_pooled"]
+    assert run.data.metrics["eval/phase/frame_pooled/accuracy"] == pooled["accuracy"]
     assert run.data.tags["last_checkpoint"] == str(run_dir / "checkpoints" / f"step{TOTAL_STEPS:08d}")
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     assert run.data.tags["git_commit"] == head

@@ -136,3 +136,32 @@ def test_tasks_that_need_tools_refuse_data_without_them():
         tasks_for(bare, [], tools={})
     with pytest.raises(TaskError, match=r"\['scalpel'\] are not tools of the data"):
         tasks_for(MANIFEST, [], anticipation={"instruments": ["scalpel"]})
+
+
+def results(labels, preds, n_classes=3):
+    from framework.tasks import VideoResult
+
+    out = []
+    for i, (lab, pred) in enumerate(zip(labels, preds)):
+        logits = np.eye(n_classes, dtype=np.float32)[pred]
+        n = len(lab)
+        out.append(VideoResult(video(f"v{i}", n), np.arange(n), np.arange(n, dtype=float), np.asarray(lab), logits))
+    return out
+
+
+def test_unlabeled_frames_are_ignored_and_an_unlabeled_split_says_so():
+    ts = tasks_for(MANIFEST, [], phase={"class_weights": "none"})
+    # half labelled, perfect where labelled: every frame-pooled number is 1, not 0.5
+    half = ts.evaluate(results([[0, 1, -1, -1]], [[0, 1, 2, 2]]))["phase"]
+    assert half["frame_pooled"]["accuracy"] == 1.0 and half["frame_pooled"]["f1"] == 1.0 and half["frames"] == 2
+    assert half["protocol_none"]["accuracy"]["mean"] == 100.0
+    # nothing labelled: no score at all, and the reason
+    none = ts.evaluate(results([[-1, -1, -1]], [[0, 1, 2]]))
+    assert none == {"phase": {"unlabeled": "split has no labels for task phase: nothing scored"}}
+    assert ts.headlines(none) == ["split has no labels for task phase: nothing scored"]
+    # training on unlabeled frames: a zero loss with a gradient of zeros, no index error
+    b = batch([0], [[0, 1]], [[-1, -1]], [[True, True]])
+    out = torch.randn(1, 2, 3, requires_grad=True)
+    loss = ts.loss(out, ts.targets(b, MANIFEST.videos), torch.tensor(2.0))
+    loss.backward()
+    assert loss.item() == 0.0 and out.grad.abs().sum() == 0

@@ -27,13 +27,16 @@ def test_loss_decreases(trained):
 
 def test_run_reports_accuracy_checkpoints_and_dashboard(trained):
     run_dir, proc = trained
-    assert "held-out frame accuracy:" in proc.stdout
+    assert "phase: accuracy " in proc.stdout and "(official relaxed protocol)" in proc.stdout
     assert f"checkpoints: {run_dir / 'checkpoints'}" in proc.stdout
     assert f"{Path(sys.executable).parent / 'mlflow'} ui --backend-store-uri sqlite:///{run_dir / 'mlflow.db'}" \
         in proc.stdout
-    metrics = json.loads((run_dir / "eval.json").read_text())
-    assert metrics["videos"] == 2 and 0 <= metrics["accuracy"] <= 1
-    assert (run_dir / "eval_timeline.png").stat().st_size > 1000
+    phase = json.loads((run_dir / "eval.json").read_text())["phase"]
+    assert phase["videos"] == 2 and 0 <= phase["frame_pooled"]["accuracy"] <= 1
+    for name in ("phase_ribbons.png", "phase_confusion.png"):
+        assert (run_dir / "eval" / name).stat().st_size > 1000
+    assert sorted(p.name for p in (run_dir / "eval" / "cholec80" / "pred").iterdir()) == \
+        ["video006-phase.txt", "video007-phase.txt"]
 
 
 def test_mlflow_holds_config_metrics_and_artifacts(trained):
@@ -49,9 +52,10 @@ def test_mlflow_holds_config_metrics_and_artifacts(trained):
     assert run.data.tags["run_dir"] == str(run_dir)
     history = client.get_metric_history(run_id, "train/loss")
     assert [m.step for m in history] == list(range(1, 41))
-    assert "eval/accuracy" in run.data.metrics
+    assert "eval/phase/protocol_official/accuracy/mean" in run.data.metrics
+    assert "train/phase/accuracy" in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(run_id)}
-    assert {"config.yaml", "eval.json", "eval_timeline.png"} <= artifacts
+    assert {"config.yaml", "eval.json", "eval"} <= artifacts
 
 
 def test_resume_after_kill_is_bitwise_identical(trained, tiny_data, tmp_path):
