@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 @dataclass(frozen=True)
 class Setting:
     steps: int = 600
-    videos: int = 16
+    videos: int = 16  # 4 held out
     test_videos: int = 4
     horizon: float = 0.25  # minutes
     seq_len: int = 16
@@ -59,12 +57,15 @@ def overrides(data: Path, run_dir: Path, norm: str, s: Setting) -> list[str]:
             "trainer.resume=none", "logging.mlflow.enabled=false", f"seed={s.seed}", *bn]
 
 
-def train(data: Path, run_dir: Path, norm: str, s: Setting, timeout: int = 1800) -> float:
+def train(data: Path, run_dir: Path, norm: str, s: Setting) -> float:
+    """The framework's Trainer, in this process (one process start for both models)."""
+    from framework.config import load_config
+    from framework.env import detect
+    from framework.trainer import Trainer
+
     start = time.time()
-    proc = subprocess.run([sys.executable, "-m", "launch.local", "--nproc=1", *overrides(data, run_dir, norm, s)],
-                          cwd=REPO, capture_output=True, text=True, timeout=timeout)
-    if proc.returncode:
-        raise RuntimeError(f"training {norm} failed:\n{proc.stderr[-3000:]}")
+    cfg, raw = load_config(overrides(data, run_dir, norm, s))
+    Trainer(cfg, raw, detect(), "cpu").fit()
     return time.time() - start
 
 
@@ -125,10 +126,12 @@ def main() -> None:
 
     p = argparse.ArgumentParser()
     p.add_argument("--steps", type=int, default=Setting.steps)
+    p.add_argument("--videos", type=int, default=Setting.videos)
+    p.add_argument("--size", type=int, default=Setting.size, help="frame side")
     p.add_argument("--work", type=Path, default=REPO / "data" / "bench-bn-cheating")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
-    r = run(a.work, Setting(steps=a.steps))
+    r = run(a.work, Setting(steps=a.steps, videos=a.videos, size=a.size))
     print(json.dumps({"benchmark": "bn_cheating", **r}))
     if a.out:
         write_section(a.out, "bn_cheating", section(r, machine()))

@@ -33,7 +33,8 @@ ZERO3_REFUSAL = (
 class DataConfig:
     root: str = "data/demo"  # folder with manifest.json and the shards
     train_split: str = "train"
-    eval_split: str = "test"
+    eval_split: str = "test"  # scored once at the end (trainer.eval)
+    val_split: str = "val"  # scored every trainer.eval_every steps, and decides the best checkpoint
     batch_size: int = 2  # sequences per rank per step
     seq_len: int = 16  # consecutive frames per sequence (the truncated-BPTT window)
     shuffle: bool = True  # shuffle the order of videos every epoch
@@ -144,6 +145,9 @@ class TrainerConfig:
     log_every: int = 10
     resume: str = "auto"  # auto (latest checkpoint in the run folder, if any) | none | <checkpoint folder>
     eval: bool = True  # evaluate on data.eval_split at the end
+    eval_every: int = 0  # steps between validations on data.val_split (0: none); logged under val/
+    best_metric: Optional[str] = None  # a number of the validation report, e.g. phase/frame_pooled/f1; keeps `best`
+    best_mode: str = "max"  # max | min: which way best_metric improves
     sp: int = 1  # sequence-parallel ranks per sequence group (world = DP × SP); see framework/relay.py
     handoff: str = "exact"  # exact (gradients cross ranks) | detached (truncated BPTT at rank boundaries)
 
@@ -156,6 +160,10 @@ class TrainerConfig:
         _require(self.checkpoint_every >= 1, "trainer.checkpoint_every must be >= 1")
         _require(self.log_every >= 1, "trainer.log_every must be >= 1")
         _require(0 <= self.warmup_steps, "trainer.warmup_steps must be >= 0")
+        _require(self.eval_every >= 0, f"trainer.eval_every must be >= 0, got {self.eval_every}")
+        _require(self.best_mode in ("max", "min"), f"trainer.best_mode={self.best_mode!r}: max or min")
+        _require(self.best_metric is None or self.eval_every > 0,
+                 "trainer.best_metric needs trainer.eval_every > 0 (the best checkpoint is chosen on validation)")
 
 
 @dataclass
@@ -195,6 +203,10 @@ class Config:
         from .tasks import parse_task_configs
 
         self.task = parse_task_configs(self.task)  # each task validates its own options
+        best = self.trainer.best_metric
+        _require(best is None or best.split("/")[0] in self.task,
+                 f"trainer.best_metric={best!r} must start with one of this run's tasks ({', '.join(self.task)}/...), "
+                 "e.g. phase/frame_pooled/f1 or tools/mAP")
         chunk = self.model.frame_chunk
         _require(chunk is None or self.data.seq_len % chunk == 0,
                  f"data.seq_len={self.data.seq_len} is not a multiple of model.frame_chunk={chunk}")

@@ -24,6 +24,7 @@ from .relay import Relay, Topology
 from .reports import scalars, write_json
 from .tasks import TaskSet, build_tasks
 from .tracking import build_tracker, flatten
+from .validation import Validator
 
 
 def seed_everything(seed: int) -> None:
@@ -59,6 +60,7 @@ class Trainer:
         self.step = 0
         self.run_dir = cfg.run_path
         self.tracker = build_tracker(cfg, env.is_main)
+        self.validator = Validator(cfg, env.rank, env.world_size, self.tasks)  # trainer.eval_every
         self.raw_cfg = raw_cfg
 
     # -- the run -----------------------------------------------------------------------------
@@ -76,6 +78,8 @@ class Trainer:
             if self.step % self.cfg.trainer.log_every == 0:
                 self.log_train(window, bar)
                 window = []
+            if self.validator.due(self.step):
+                self.validate()
             if preempt.should_stop():  # preempt: a signal reached some rank; all save here and leave
                 self.save()
                 break
@@ -137,6 +141,18 @@ class Trainer:
         if self.env.is_main:  # a local copy that survives any tracking-server trouble
             with open(self.run_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps({"step": self.step, **metrics}) + "\n")
+
+    def validate(self) -> None:
+        """The tasks' metrics on data.val_split, logged under val/ (and to val.jsonl)."""
+        report, improved = self.validator.run(self.engine.module, self.device, self.step, self.env.is_main)
+        if not self.env.is_main:
+            return
+        metrics = {f"val/{k}": v for k, v in scalars(report).items()}
+        self.tracker.log_metrics(metrics, self.step)
+        with open(self.run_dir / "val.jsonl", "a") as f:
+            f.write(json.dumps({"step": self.step, **metrics}) + "\n")
+        if improved:
+            print(f"\nstep {self.step}: best {self.validator.metric} so far: {self.validator.best:.4f}")
 
     # -- checkpoints -------------------------------------------------------------------------
     def save(self) -> None:
