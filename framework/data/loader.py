@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from .manifest import Manifest, ManifestError, check_shard
-from .order import Chunk, clip_plan, epoch_plan
+from .order import Chunk, clip_plan, epoch_plan, view_plan
 from .schema import reader_pipelines
 
-SAMPLING = ("stream", "clips")
+SAMPLING = ("stream", "clips", "views")
 
 
 @dataclass
@@ -64,7 +64,8 @@ class SequenceLoader:
     """One rank's batches; `iter()` runs the rest of the current epoch.
 
     sampling="stream": whole videos played back to back in lanes (stateful training, evaluation);
-    sampling="clips": random clips of seq_len frames, `stride` frames apart (clip models, augmentation).
+    sampling="clips": random clips of seq_len frames, `stride` frames apart (clip models, augmentation);
+    sampling="views": `views` evenly spaced clips per video, in order (multi-view testing).
     part=(k, n): sequence parallelism. The plan is the one of seq_len-frame chunks, and this loader reads
     and returns only the k-th of n equal parts of every chunk (the ranks of an SP group read the parts of
     the same chunks); only part 0 resets the state, and a video ends in the part holding its last frame.
@@ -76,11 +77,11 @@ class SequenceLoader:
 
     def __init__(self, root: Path, split: str, rank: int, world: int, batch_size: int, seq_len: int,
                  seed: int = 0, shuffle: bool = True, num_workers: int = 1, *, sampling: str = "stream",
-                 stride: int = 1, os_cache: bool = True, part: tuple[int, int] = (0, 1)):
+                 stride: int = 1, os_cache: bool = True, part: tuple[int, int] = (0, 1), views: int = 1):
         if sampling not in SAMPLING:
             raise ValueError(f"sampling={sampling!r}: choose one of {SAMPLING}")
-        if stride < 1 or (stride > 1 and sampling != "clips"):
-            raise ValueError(f"stride={stride}: must be >= 1, and > 1 only with sampling='clips'")
+        if stride < 1 or (stride > 1 and sampling == "stream"):
+            raise ValueError(f"stride={stride}: must be >= 1, and > 1 only with sampling='clips' or 'views'")
         self.root = Path(root)
         self.manifest = Manifest.load(self.root)
         self.videos = self.manifest.split(split)
@@ -92,7 +93,7 @@ class SequenceLoader:
         self.rank, self.world = rank, world
         self.batch_size, self.seq_len = batch_size, seq_len
         self.seed, self.shuffle, self.num_workers = seed, shuffle, num_workers
-        self.sampling, self.stride, self.os_cache = sampling, stride, os_cache
+        self.sampling, self.stride, self.os_cache, self.views = sampling, stride, os_cache, views
         self.part, self.parts = part  # read only frames [part·L, (part+1)·L) of each chunk, L = seq_len / parts
         if not 0 <= self.part < self.parts or seq_len % self.parts:
             raise ValueError(f"part={part}: need 0 <= part < parts and seq_len={seq_len} divisible by parts")
@@ -114,6 +115,8 @@ class SequenceLoader:
             lengths = [v.num_frames for v in self.videos]
             if self.sampling == "clips":
                 plans = clip_plan(lengths, self.world, self.batch_size, self.seq_len, self.stride, epoch, self.seed)
+            elif self.sampling == "views":
+                plans = view_plan(lengths, self.world, self.batch_size, self.seq_len, self.stride, self.views)
             else:
                 plans = epoch_plan(lengths, self.world, self.batch_size, self.seq_len, epoch, self.seed,
                                    self.shuffle)

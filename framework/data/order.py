@@ -102,3 +102,19 @@ def clip_plan(lengths: list[int], world: int, batch_size: int, T: int, stride: i
             last = offset + (length - 1) * stride >= n - stride
             clips.append(Chunk(v, int(offset), length, bool(last), True, stride))
     return deal([clips[i] for i in rng.permutation(len(clips))], world, batch_size)
+
+
+def view_plan(lengths: list[int], world: int, batch_size: int, T: int, stride: int,
+              views: int) -> list[list[list[Chunk]]]:
+    """Multi-view testing (PySlowFast's temporal views): `views` clips of T frames `stride` apart per video,
+    clip i starting at frame ⌊(n − span) · i / views⌋ (span = the frames one clip covers; clip 0 starts at frame
+    0 and the last one stops short of the end), videos in order. A video shorter than a span gives `views`
+    copies of its one padded clip, so every video has the same number of views."""
+    span = (T - 1) * stride + 1
+    clips = []
+    for v, n in enumerate(lengths):
+        for i in range(views):
+            offset = max(n - span, 0) * i // views
+            length = min(T, -(-(n - offset) // stride))
+            clips.append(Chunk(v, offset, length, offset + (length - 1) * stride >= n - stride, True, stride))
+    return deal(clips, world, batch_size)
