@@ -73,11 +73,12 @@ def score(run_dir: Path) -> dict:
     """wMAE etc. of the run's checkpoint on its test split, in eval mode and with BN batch statistics
     (in this process: torch.distributed must be up, as for any engine)."""
     from framework.evaluate import eval_loader, infer
-    from framework.infer import load_model, resolve
+    from framework.infer import inference_tasks, load_model, resolve
 
     cfg, tag = resolve(run_dir, None, [])
+    tasks = inference_tasks(cfg)
     loader = eval_loader(cfg.data, cfg.data.eval_split, 0, 1)
-    model, tasks = load_model(cfg, run_dir, tag, loader)
+    model = load_model(cfg, run_dir, tag, tasks.out_dim)
     out = {}
     for mode in ("eval", "train"):
         results = infer(copy.deepcopy(model), loader, "cpu", bn_batch_stats=mode == "train")

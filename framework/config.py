@@ -203,6 +203,8 @@ class Config:
         from .tasks import parse_task_configs
 
         self.task = parse_task_configs(self.task)  # each task validates its own options
+        _require("clip" not in self.task or self.trainer.sp == 1,
+                 "task=clip runs with trainer.sp=1: a clip's score pools all its frames, and a clip fits one rank")
         best = self.trainer.best_metric
         _require(best is None or best.split("/")[0] in self.task,
                  f"trainer.best_metric={best!r} must start with one of this run's tasks ({', '.join(self.task)}/...), "

@@ -56,13 +56,20 @@ def stream_outputs(model, loader, device, progress: bool = False,
     return {v: (np.concatenate([f for f, _ in p]), np.concatenate([o for _, o in p])) for v, p in parts.items()}
 
 
-def gather(local: dict) -> dict:
-    """Every rank's videos on every rank (ranks stream disjoint videos)."""
+def gather(local: dict, merge_lists: bool = False) -> dict:
+    """Every rank's videos on every rank: ranks stream disjoint videos; views of one video may lie on several
+    ranks (merge_lists: their lists are concatenated, in rank order)."""
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return local
     parts = [None] * dist.get_world_size()
     dist.all_gather_object(parts, local)
-    return {k: v for p in parts for k, v in p.items()}
+    if not merge_lists:
+        return {k: v for p in parts for k, v in p.items()}
+    out: dict = {}
+    for p in parts:
+        for k, v in p.items():
+            out.setdefault(k, []).extend(v)
+    return out
 
 
 def infer(model, loader, device, progress: bool = False, bn_batch_stats: bool = False) -> list[VideoResult]:
@@ -81,10 +88,66 @@ def infer(model, loader, device, progress: bool = False, bn_batch_stats: bool = 
     return results
 
 
-def eval_loader(data_cfg, split: str, rank: int, world: int):
-    """The evaluation order: whole videos streamed, not shuffled, not staggered."""
+def eval_loader(data_cfg, split: str, rank: int, world: int, tasks=None):
+    """The evaluation order: whole videos streamed (not shuffled, not staggered), or, for tasks tested on
+    views (clip classification), `views` evenly spaced clips per video."""
     from .data.loader import SequenceLoader
 
     d = data_cfg
+    if tasks is not None and tasks.sampling == "views":
+        return SequenceLoader(Path(d.root), split, rank, world, d.batch_size, d.seq_len, shuffle=False,
+                              num_workers=d.num_workers, sampling="views", views=tasks.views, stride=d.clip_stride)
     return SequenceLoader(Path(d.root), split, rank, world, d.batch_size, d.seq_len, shuffle=False,
                           num_workers=d.num_workers)
+
+
+def run_inference(model, loader, device, tasks, progress: bool = False, bn_batch_stats: bool = False):
+    """The inference the tasks are scored on: streamed videos, or multi-view clips."""
+    if loader.sampling == "views":
+        return infer_views(model, loader, device, tasks.crops, tasks.test_crop, progress)
+    return infer(model, loader, device, progress, bn_batch_stats)
+
+
+def spatial_crops(frames: torch.Tensor, crops: int, side: int | None) -> list[torch.Tensor]:
+    """[B, T, H, W, 3] → `crops` views [B, T, s, s, 3]: the centre, or left/centre/right along the long side
+    (top/middle/bottom for portrait frames), s = side or the short side (PySlowFast's 3-crop testing)."""
+    H, W = frames.shape[2:4]
+    s = min(side or min(H, W), H, W)
+    y0, x0 = (H - s) // 2, (W - s) // 2
+    if crops == 1:
+        return [frames[:, :, y0:y0 + s, x0:x0 + s]]
+    if W >= H:
+        return [frames[:, :, y0:y0 + s, x:x + s] for x in (0, x0, W - s)]
+    return [frames[:, :, y:y + s, x0:x0 + s] for y in (0, y0, H - s)]
+
+
+@torch.no_grad()
+def infer_views(model, loader, device, crops: int, side: int | None, progress: bool = False) -> list[VideoResult]:
+    """Multi-view testing: every clip of the loader's view plan in `crops` spatial crops, each scored as the
+    mean of the head's outputs over the clip's time steps (a clip is seen alone: its state starts at zero).
+    One result per video: outputs [views · crops, C], frame = each view's first frame."""
+    was_training = model.training
+    model.eval()
+    B = loader.batch_size
+    reset = torch.ones(B, dtype=torch.bool, device=device)
+    parts: dict[int, list] = {}
+    for batch in tqdm(loader, desc="views", unit="batch", disable=not progress):
+        b = batch.to(device)
+        for crop in spatial_crops(b.frames, crops, side):
+            outputs, _ = model(crop, model.initial_state(B, device=device), reset)
+            scores = final_stage(outputs).float().mean(1).cpu().numpy()
+            for lane in range(B):
+                v = int(batch.video[lane])
+                if v >= 0:
+                    parts.setdefault(v, []).append((int(batch.frame[lane, 0]), int(batch.labels[lane, 0]),
+                                                    scores[lane]))
+    model.train(was_training)
+    gathered = gather(parts, merge_lists=True)
+    results = []
+    for v in sorted(gathered):
+        first, label, scores = zip(*gathered[v])
+        video = loader.videos[v]
+        frames = np.asarray(first)
+        results.append(VideoResult(video, frames, frames / max(video.fps, 1e-9), np.asarray(label),
+                                   np.stack(scores).astype(np.float32)))
+    return results

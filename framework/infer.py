@@ -49,41 +49,44 @@ def resolve(run_dir: Path, tag: str | None, overrides: list[str]):
     return cfg, tag
 
 
-def load_model(cfg, run_dir: Path, tag: str, loader):
-    """The checkpoint's model (through DeepSpeed's loader, so any ZeRO stage and bf16 load) and its tasks."""
+def load_model(cfg, run_dir: Path, tag: str, num_outputs: int):
+    """The checkpoint's model, through DeepSpeed's loader (so any ZeRO stage and bf16 load)."""
     from .checkpoint import checkpoint_dir
     from .engine import build_engine
     from .models import build_model
-    from .tasks import build_tasks
 
-    tasks = build_tasks(cfg.task, cfg.data.root, loader.manifest, train_videos=[])
-    engine = build_engine(build_model(cfg.model, tasks.out_dim), cfg)
+    engine = build_engine(build_model(cfg.model, num_outputs), cfg)
     engine.load_checkpoint(str(checkpoint_dir(run_dir)), tag=tag, load_module_only=True,
                            load_optimizer_states=False, load_lr_scheduler_states=False)
-    return engine.module, tasks
+    return engine.module
+
+
+def inference_tasks(cfg):
+    """The run's tasks, for scoring only (no training split: no loss weights)."""
+    from .data.manifest import Manifest
+    from .tasks import build_tasks
+
+    return build_tasks(cfg.task, cfg.data.root, Manifest.load(Path(cfg.data.root)), train_videos=[])
 
 
 def run(cfg, run_dir: Path, tag: str, split: str, progress: bool = True, bn_batch_stats: bool = False):
-    """Streaming inference on this rank's share; (tasks, results of every video, report) on every rank."""
+    """Inference on this rank's share; (env, tasks, results of every video, report on rank 0)."""
     from .env import detect, init_distributed
-    from .evaluate import eval_loader, infer
+    from .evaluate import eval_loader, run_inference
 
     env = detect()
     device = init_distributed(env)
-    loader = eval_loader(cfg.data, split, env.rank, env.world_size)
-    model, tasks = load_model(cfg, run_dir, tag, loader)
-    results = infer(model, loader, device, progress=progress and env.is_main, bn_batch_stats=bn_batch_stats)
+    tasks = inference_tasks(cfg)
+    loader = eval_loader(cfg.data, split, env.rank, env.world_size, tasks)
+    model = load_model(cfg, run_dir, tag, tasks.out_dim)
+    results = run_inference(model, loader, device, tasks, progress and env.is_main, bn_batch_stats)
     return env, tasks, results, tasks.evaluate(results) if env.is_main else {}
 
 
 def predictions_table(tasks, results):
     import pandas as pd
 
-    frames = []
-    for r in results:
-        cols = {"video": r.video.id, "frame": r.frame, "time": r.time, **tasks.columns(r)}
-        frames.append(pd.DataFrame(cols))
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat([pd.DataFrame(tasks.columns(r)) for r in results], ignore_index=True)
 
 
 def write_outputs(tasks, results, report: dict, out: Path) -> list[Path]:

@@ -17,7 +17,7 @@ from .data.loader import SequenceBatch, SequenceLoader
 from .data.augment import build_augment
 from .engine import build_engine
 from .env import DistEnv
-from .evaluate import eval_loader, infer
+from .evaluate import eval_loader, run_inference
 from .models import build_model
 from .models.staged import configure_checkpointing
 from .relay import Relay, Topology
@@ -176,8 +176,8 @@ class Trainer:
     # -- evaluation --------------------------------------------------------------------------
     def evaluate(self) -> dict:
         """The tasks' reports on data.eval_split, streamed online over whole videos by all ranks."""
-        loader = eval_loader(self.cfg.data, self.cfg.data.eval_split, self.env.rank, self.env.world_size)
-        results = infer(self.engine.module, loader, self.device, progress=self.env.is_main)
+        loader = eval_loader(self.cfg.data, self.cfg.data.eval_split, self.env.rank, self.env.world_size, self.tasks)
+        results = run_inference(self.engine.module, loader, self.device, self.tasks, progress=self.env.is_main)
         report = self.tasks.evaluate(results) if self.env.is_main else {}
         if self.env.is_main:
             write_eval(self.tasks, results, report, self.run_dir, self.tracker, self.step)

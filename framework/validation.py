@@ -26,16 +26,16 @@ class Validator:
         if self.every:
             from .evaluate import eval_loader
 
-            self.loader = eval_loader(cfg.data, cfg.data.val_split, rank, world)
+            self.loader = eval_loader(cfg.data, cfg.data.val_split, rank, world, tasks)
 
     def due(self, step: int) -> bool:
         return bool(self.every) and step % self.every == 0
 
     def run(self, model, device, step: int, progress: bool) -> tuple[dict, bool]:
         """The tasks' report on the validation split (every rank gets it) and whether it is a new best."""
-        from .evaluate import infer
+        from .evaluate import run_inference
 
-        results = infer(model, self.loader, device, progress=progress)
+        results = run_inference(model, self.loader, device, self.tasks, progress=progress)
         report = self.tasks.evaluate(results)
         return report, self._improved(report, step)
 

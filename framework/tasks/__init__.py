@@ -19,6 +19,7 @@ REGISTRY = {
     "phase": ("framework.tasks.phase", "PhaseConfig", "PhaseTask"),
     "tools": ("framework.tasks.tools", "ToolsConfig", "ToolsTask"),
     "anticipation": ("framework.tasks.anticipation", "AnticipationConfig", "AnticipationTask"),
+    "clip": ("framework.tasks.clip", "ClipConfig", "ClipTask"),
 }
 
 
@@ -69,6 +70,30 @@ class TaskSet:
     def __iter__(self):
         return iter(self.tasks)
 
+    @property
+    def sampling(self) -> str:
+        """How evaluation reads a split; all tasks of a run must agree."""
+        kinds = {t.sampling for t in self.tasks}
+        if len(kinds) > 1:
+            raise TaskError(f"tasks {', '.join(t.name for t in self.tasks)} cannot share a run: "
+                            + "; ".join(f"{t.name} is tested on {t.sampling}" for t in self.tasks))
+        return kinds.pop()
+
+    def _clip_option(self, name: str):
+        return next(getattr(t.cfg, name) for t in self.tasks if t.sampling == "views")
+
+    @property
+    def views(self) -> int:
+        return self._clip_option("views")
+
+    @property
+    def crops(self) -> int:
+        return self._clip_option("crops")
+
+    @property
+    def test_crop(self):
+        return self._clip_option("test_crop")
+
     def block(self, outputs: torch.Tensor, task) -> torch.Tensor:
         return outputs[..., self.slices[task.name]]
 
@@ -117,7 +142,10 @@ class TaskSet:
                 for t in self.tasks]
 
     def columns(self, result: VideoResult) -> dict[str, np.ndarray]:
-        cols = {}
+        """The predictions table's rows of one video: one per frame (streamed), one per video (views)."""
+        cols = {"video": [result.video.id] * (1 if self.sampling == "views" else len(result.frame))}
+        if self.sampling == "stream":
+            cols.update(frame=result.frame, time=result.time)
         for t in self.tasks:
             cols.update(t.columns(result.slice(self.slices[t.name])))
         return cols
@@ -133,7 +161,9 @@ class TaskSet:
 def build_tasks(task_cfg: dict, root: Path, manifest, train_videos) -> TaskSet:
     """task_cfg: Config.task ({name: config dataclass})."""
     ctx = TaskContext(Path(root), manifest, list(train_videos))
-    return TaskSet([_load(name, 1)(cfg, ctx) for name, cfg in parse_task_configs(task_cfg).items()])
+    tasks = TaskSet([_load(name, 1)(cfg, ctx) for name, cfg in parse_task_configs(task_cfg).items()])
+    tasks.sampling  # noqa: B018 (refuses tasks that cannot be evaluated together, before anything runs)
+    return tasks
 
 
 __all__ = ["REGISTRY", "TaskError", "TaskSet", "VideoResult", "as_stages", "build_tasks", "final_stage",

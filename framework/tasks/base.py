@@ -67,6 +67,7 @@ class TaskOutput:
 class Task:
     name: str = ""
     window: tuple[str, ...] = ()  # names of the sums `window_stats` returns, in order
+    sampling: str = "stream"  # how evaluation reads a split: stream (whole videos, online) | views (clips)
 
     def __init__(self, cfg, ctx: TaskContext):
         self.cfg, self.ctx = cfg, ctx
