@@ -94,8 +94,16 @@ def cmd_prepare(a) -> int:
 
 def cmd_synthetic(a) -> int:
     from .jobs import Job
-    from .synthetic import AnticipationSpec, SyntheticSpec, generate, generate_anticipation
+    from .synthetic import (ACTION_CLASSES, ActionSpec, AnticipationSpec, SyntheticSpec, generate,
+                            generate_actions, generate_anticipation)
 
+    if a.kind in ACTION_CLASSES:
+        from .jobs import Layout, discover
+
+        generate_actions(Path(a.out), ActionSpec(kind=a.kind, num_clips=a.videos, test_clips=a.test_videos,
+                                                 fps=a.source_fps, size=a.source_size, seed=a.seed))
+        jobs, problems = discover(Path(a.out), Layout(clips="clips.csv"))
+        return _run(Path(a.out), jobs, problems, a)
     if a.kind == "anticipation":
         records = generate_anticipation(Path(a.out), AnticipationSpec(
             num_videos=a.videos, test_videos=a.test_videos, fps=a.source_fps, size=a.source_size, seed=a.seed))
@@ -155,9 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-phase", type=float, default=20.0, help="longest phase, seconds")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tools", action="store_true", help="also instruments in the frames and tool presence files")
-    p.add_argument("--kind", choices=("workflow", "anticipation"), default="workflow",
+    p.add_argument("--kind", choices=("workflow", "anticipation", "motion", "appearance"), default="workflow",
                    help="workflow: the phase task that needs memory; anticipation: noise frames and an "
-                        "instrument at unpredictable times (the BN cheating experiment)")
+                        "instrument at unpredictable times (the BN cheating experiment); motion / appearance: "
+                        "action clips whose class is only in the motion / only in the appearance (clips.csv)")
     _shard_args(p)
     p.set_defaults(func=cmd_synthetic)
     p = sub.add_parser("verify", help="check shards against the manifest (size, header, sha256)")

@@ -217,3 +217,82 @@ def generate_anticipation(out: Path, spec: AnticipationSpec = AnticipationSpec()
                         "tools": _write_tools(out, vid, present[:, None], ["instrument"]), "split": split,
                         "num_frames": len(present)})
     return records
+
+
+# -- action clips with a known answer: what a class is made of (appearance only, or motion only) ---------------
+ACTION_CLASSES = {"motion": ("rightward", "leftward"), "appearance": ("stripes", "checkers")}
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """Short clips of one action each (Kinetics-style clips CSV).
+    kind="motion": a blob crosses a random static texture, rightward or leftward; the two classes show the
+    *same set of frames*, in opposite orders, so no single frame (nor any order-free pooling of frames) tells
+    them apart. kind="appearance": the background is stripes or checkers; the blob's motion is random and says
+    nothing about the class, so one frame is enough."""
+    kind: str = "motion"
+    num_clips: int = 40
+    test_clips: int = 10
+    frames: int = 16
+    fps: float = 8.0
+    size: int = 32
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.kind not in ACTION_CLASSES:
+            raise ValueError(f"kind={self.kind!r}: choose one of {list(ACTION_CLASSES)}")
+        if not 0 < self.test_clips < self.num_clips or self.frames < 2 or self.size % 2:
+            raise ValueError("need 0 < test_clips < num_clips, frames >= 2 and an even size")
+
+
+def _background(kind: str, label: int, rng: np.random.Generator, size: int) -> np.ndarray:
+    yy, xx = np.mgrid[0:size, 0:size]
+    colour = rng.uniform(60, 200, size=3)
+    if kind == "appearance":
+        period = rng.integers(4, 8)
+        on = (xx // period) % 2 == 0 if label == 0 else ((xx // period) + (yy // period)) % 2 == 0
+    else:  # a random texture, the same law for both classes
+        on = rng.random((size, size)) < 0.5
+    img = np.where(on[..., None], colour, 255 - colour)
+    return img.astype(np.float32)
+
+
+def action_frames(spec: ActionSpec, label: int, rng: np.random.Generator) -> list[np.ndarray]:
+    base = _background(spec.kind, label, rng, spec.size)
+    positions = np.linspace(0.15, 0.85, spec.frames)
+    backwards = label == 1 if spec.kind == "motion" else rng.random() < 0.5  # appearance: direction at random
+    if backwards:
+        positions = positions[::-1]
+    cy, r = rng.uniform(0.3, 0.7), 0.12
+    yy, xx = np.mgrid[0:spec.size, 0:spec.size].astype(np.float32) / spec.size
+    out = []
+    for cx in positions:
+        img = base.copy()
+        img[(xx - cx) ** 2 + (yy - cy) ** 2 < r * r] = (250, 240, 40)
+        out.append(np.clip(img + rng.normal(0, 4, img.shape), 0, 255).astype(np.uint8))
+    return out
+
+
+def generate_actions(out: Path, spec: ActionSpec = ActionSpec(), progress: bool = True) -> Path:
+    """Write `videos/<id>_000000_<end>.mp4` (the Kinetics downloader's names for trimmed clips) and
+    `clips.csv` (label,youtube_id,time_start,time_end,split); returns the CSV's path. Balanced classes."""
+    import csv
+
+    out = Path(out)
+    (out / "videos").mkdir(parents=True, exist_ok=True)
+    names = ACTION_CLASSES[spec.kind]
+    end = int(math.ceil(spec.frames / spec.fps))
+    rows = []
+    for i in tqdm(range(spec.num_clips), desc=f"synthetic {spec.kind} clips", disable=not progress):
+        rng = np.random.default_rng([spec.seed, i, 3])
+        label = i % len(names)
+        yid = f"{spec.kind}{i:04d}"
+        encode_video(out / "videos" / f"{yid}_000000_{end:06d}.mp4", action_frames(spec, label, rng), spec.fps,
+                     spec.size)
+        split = "test" if i >= spec.num_clips - spec.test_clips else "train"
+        rows.append({"label": names[label], "youtube_id": yid, "time_start": 0, "time_end": end, "split": split})
+    with open(out / "clips.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return out / "clips.csv"
