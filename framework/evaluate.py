@@ -40,16 +40,18 @@ def stream_outputs(model, loader, device, progress: bool = False,
     total = sum(c.length for step in loader.plan(loader.epoch) for c in step)
     bar = tqdm(total=total, desc="infer", unit="frame",
                disable=not progress, mininterval=0.2 if sys.stderr.isatty() else 30.0)
+    s = getattr(model, "temporal_stride", 1)  # output steps of a 3D backbone: one per s frames, at its last
     for batch in loader:
         b = batch.to(device)
         outputs, state = model(b.frames, state, b.starts)
         state = detach_state(state)
         outputs = final_stage(outputs).float().cpu().numpy()
+        frames, valid = batch.frame[:, s - 1::s], batch.valid[:, s - 1::s]
         for lane in range(loader.batch_size):
             v = int(batch.video[lane])
             if v >= 0:
-                n = int(batch.valid[lane].sum())
-                parts.setdefault(v, []).append((batch.frame[lane, :n].numpy(), outputs[lane, :n]))
+                n = int(valid[lane].sum())
+                parts.setdefault(v, []).append((frames[lane, :n].numpy(), outputs[lane, :n]))
         bar.update(int(batch.valid.sum()))
     bar.close()
     model.train(was_training)

@@ -103,7 +103,8 @@ class Trainer:
         sp=1 a relay of one), one engine.backward. Returns the step's sums for the logging window
         (TaskSet.names)."""
         part = batch.to(self.device)
-        targets = {k: t.to(self.device) for k, t in self.tasks.targets(batch, self.loader.videos).items()}
+        stride = getattr(self.engine.module, "temporal_stride", 1)
+        targets = {k: t.to(self.device) for k, t in self.tasks.targets(batch, self.loader.videos, stride).items()}
         # the frames of the whole SP group's sequences: the ranks' loss shares add up to one process's loss
         group_frames = part.lengths.sum().clamp(min=1).float()
         # the seeds stay on the CPU, where the parameters are drawn: on a GPU they would cost a sync a step

@@ -98,8 +98,14 @@ class TaskSet:
         return outputs[..., self.slices[task.name]]
 
     # -- training ----------------------------------------------------------------------------
-    def targets(self, batch, videos) -> dict[str, torch.Tensor]:
-        return {t.name: t.targets(batch, videos) for t in self.tasks}
+    def targets(self, batch, videos, stride: int = 1) -> dict[str, torch.Tensor]:
+        """Each task's targets of the batch. stride: frames per output step of the model (a 3D backbone's
+        temporal stride): a per-frame target is then the one of each step's last frame, the latest frame the
+        step has seen."""
+        out = {t.name: t.targets(batch, videos) for t in self.tasks}
+        if stride > 1:
+            out = {k: v[:, stride - 1::stride] if t.per_frame else v for (k, v), t in zip(out.items(), self.tasks)}
+        return out
 
     def losses(self, outputs: torch.Tensor, targets: dict, frames: torch.Tensor) -> list[torch.Tensor]:
         """Each task's loss sum divided by `frames` (the frames of the whole SP group's sequences)."""

@@ -68,6 +68,7 @@ class Task:
     name: str = ""
     window: tuple[str, ...] = ()  # names of the sums `window_stats` returns, in order
     sampling: str = "stream"  # how evaluation reads a split: stream (whole videos, online) | views (clips)
+    per_frame: bool = True  # targets [B, T, ...] per frame (False: per sequence, e.g. a clip's label)
 
     def __init__(self, cfg, ctx: TaskContext):
         self.cfg, self.ctx = cfg, ctx

@@ -48,6 +48,7 @@ class ClipTask(Task):
     name = "clip"
     window = ("correct", "labelled")
     sampling = "views"  # its test split is read as views of clips (framework/evaluate.py)
+    per_frame = False
 
     def __init__(self, cfg: ClipConfig, ctx: TaskContext):
         super().__init__(cfg, ctx)
