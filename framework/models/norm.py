@@ -66,7 +66,7 @@ def _has_act(bn: nn.Module) -> bool:
 
 def _replacement(bn: nn.modules.batchnorm._BatchNorm, policy: str) -> nn.Module:
     with_act = _has_act(bn)
-    if not with_act and not isinstance(bn, _PLAIN):
+    if not with_act and type(bn) not in _PLAIN:  # a subclass may normalise otherwise: never guess
         raise ValueError(f"model.norm={policy}: cannot convert {type(bn).__name__}, a BatchNorm variant whose "
                          "forward is unknown; use model.norm=bn with model.allow_batchnorm=true")
     c = bn.num_features

@@ -75,6 +75,7 @@ class StagedBackbone(nn.Module):
         whatever replaces a tensor (.to(), DeepSpeed, load_state_dict(assign=True)) replaces it for the
         network's own methods (timm's forward_head, ViT's _pos_embed) too."""
         self._modules, self._parameters, self._buffers = net._modules, net._parameters, net._buffers
+        self._non_persistent_buffers_set = net._non_persistent_buffers_set
         self.__dict__["net"] = net  # not registered: its children already are, as ours
 
     # -- structure ----------------------------------------------------------------------------

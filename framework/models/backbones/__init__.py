@@ -48,9 +48,11 @@ def check_config(m) -> None:
             raise ConfigError(f"model.drop_path must be in [0, 1), got {m.drop_path}")
         if m.drop_path > 0 and fam.drop_path_argument(m.backbone) is None:
             raise ConfigError(f"model.drop_path={m.drop_path}: {m.backbone} has no drop-path (stochastic depth)")
-    if m.clip_len is not None and (not fam.video or m.clip_len < 1):
-        raise ConfigError(f"model.clip_len={m.clip_len}: must be >= 1, and is for video backbones only "
-                          f"({m.backbone} sees each frame on its own)")
+    if m.clip_len is not None and not fam.video:
+        raise ConfigError(f"model.clip_len={m.clip_len}: {m.backbone} sees each frame on its own; clip_len is for "
+                          "video backbones")
+    if m.clip_len is not None and m.clip_len < 1:
+        raise ConfigError(f"model.clip_len must be >= 1, got {m.clip_len}")
 
 
 def check_clips(m, seq_len: int) -> None:

@@ -68,9 +68,14 @@ class Timm(Family):
         net = created.net
         cfg = net.pretrained_cfg
         common = dict(mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))), std=tuple(cfg.get("std", (0.229, 0.224, 0.225))))
+        splits = _splits(net)
+        if next(net.parameters()).is_meta:  # built for its shapes only (torch.device("meta")): nothing to run
+            stages, units, pool, description = splits[0]
+            return Layout(net, stages=stages, units=units, pool=pool, dim=created.dim, description=description,
+                          **common)
         x = _probe_input(net)
         want = _reference(net, x, name)
-        for i, (stages, units, pool, description) in enumerate(_splits(net)):
+        for i, (stages, units, pool, description) in enumerate(splits):
             layout = Layout(net, stages=stages, units=units, pool=pool, dim=want.shape[-1], description=description,
                             **common)
             if _reproduces(layout, x, want):
