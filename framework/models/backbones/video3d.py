@@ -57,7 +57,10 @@ class Video3D(Family):
     def create(self, name, kwargs):
         from torchvision.models import video
 
+        rate = kwargs.pop("stochastic_depth_prob", None) if name == "swin3d_t" else None
         net = getattr(video, name)(weights=None, **kwargs)
+        if rate is not None:  # torchvision's swin3d_t fixes its rate (0.1) instead of taking it as an argument
+            _set_stochastic_depth(net, rate)
         if name == "s3d":  # classifier = [Dropout, 1×1×1 conv]
             return Created(net, replace_classifier(net.classifier, "1"), ("classifier.",))
         if name == "mvit_v2_s":  # head = [Dropout, Linear]
@@ -71,6 +74,16 @@ class Video3D(Family):
         return Layout(created.net, stages=stages(created.net), units=units, pool=pool, dim=created.dim,
                       description=STAGES[name][1], mean=KINETICS_MEAN, std=KINETICS_STD, video=True,
                       temporal_stride=STRIDES[name])
+
+
+def _set_stochastic_depth(net: nn.Module, rate: float) -> None:
+    """Set the drop-path rate as torchvision schedules it: rising linearly from 0 at the first block to `rate`
+    at the last."""
+    from torchvision.ops import StochasticDepth
+
+    layers = [m for m in net.modules() if isinstance(m, StochasticDepth)]
+    for i, m in enumerate(layers):
+        m.p = rate * i / max(1, len(layers) - 1)
 
 
 def _space_mean(net, x):
