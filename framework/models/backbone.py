@@ -23,12 +23,13 @@ def build_backbone(name: str, norm: str = "gn", pretrained: str | None = None, a
     checkpointing). drop_path: the drop-path rate (None: the model's default); options: more constructor
     arguments (model.backbone_kwargs). Returns (module, feature dimension)."""
     family = find(name)
-    created = family.create(name, constructor_kwargs(family, name, drop_path, options))
+    kwargs = constructor_kwargs(family, name, drop_path, options)
+    created = family.create(name, kwargs)
     statement = describe_policy(created.net, norm, name)
     convert_norm(created.net, norm)
     refuse_batchnorm(created.net, allow_batchnorm)
     if pretrained:
-        state = family.hub_weights(name, pretrained, constructor_kwargs(family, name, drop_path, options))
+        state = family.hub_weights(name, pretrained, kwargs)
         load_weights(created.net, read_weights(pretrained) if state is None else state, pretrained, name,
                      ignored_prefixes=created.classifier, expected_leftovers=tuple(created.net.norm_dropped_keys))
     layout = family.layout(name, created)

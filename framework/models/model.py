@@ -73,7 +73,8 @@ def check_model(cfg) -> None:
 
     hub = cfg.pretrained == "timm" or str(cfg.pretrained).startswith(("torchvision:", "timm:"))
     local_weights = bool(cfg.pretrained) and not hub
-    if local_weights or find(cfg.backbone).stages(cfg.backbone) is None:
+    stages_unknown = find(cfg.backbone).stages(cfg.backbone) is None
+    if local_weights or (stages_unknown and cfg.freeze_stages > 1):  # every backbone has a first stage
         build_backbone(cfg.backbone, cfg.norm, cfg.pretrained if local_weights else None, cfg.allow_batchnorm,
                        cfg.drop_path, cfg.backbone_kwargs, freeze_stages=cfg.freeze_stages)
 
