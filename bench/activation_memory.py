@@ -207,9 +207,11 @@ its figures are per input frame of a clip.
 |---|---|---|---|---|---|
 {rows}
 
-Reading it: `stage` keeps each stage's input (for r2plus1d_18 the clip's uint8 frames and the outputs of the
-stem and layer1..layer3, shrinking 8× in time by layer4); `backbone` keeps only the uint8 input (3 bytes a pixel:
-0.14 MiB at 224², 0.04 MiB at 112²) and the head's few inputs.
+Reading it: `stage` keeps each stage's input: for ConvNeXt-T the uint8 frame and the outputs of the stem and
+stages 1..3, 0.14 + 1.15 + 1.15 + 0.57 + 0.29 = 3.3 MiB a frame at 224² in fp32; for r2plus1d_18 the clip's uint8
+frames and the outputs of the stem and layer1..layer3, halving in time from layer2 on, 0.04 + 0.77 + 0.77 + 0.19 +
+0.05 = 1.8 MiB a frame at 112². `backbone` keeps only the uint8 input (3 bytes a pixel) and the head's few inputs.
+Negative peak slopes are the allocator reusing memory freed earlier in the step (see the ResNet-50 section).
 """)
 
 

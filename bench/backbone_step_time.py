@@ -19,14 +19,14 @@ import torch
 from bench.step_time import batches, framework_step_time, plain_step_time
 
 
-def measure(backbone: str, steps: int, warmup: int, threads: int) -> dict:
+def measure(backbone: str, steps: int, warmup: int, threads: int, rounds: int) -> dict:
     from framework.config import load_config
 
     cfg, _ = load_config(["experiment=demo", f"model.backbone={backbone}"])
     data = batches(cfg, steps + warmup)
     times = {"plain": [], "framework": []}
     load = os.getloadavg()[0]
-    for _ in range(2):  # alternate, so neither loop always gets the warmer machine
+    for _ in range(rounds):  # alternate, so neither loop always gets the warmer (or quieter) machine
         for name, fn in (("framework", framework_step_time), ("plain", plain_step_time)):
             torch.set_num_threads(threads)
             times[name].append(fn(cfg, data, warmup))
@@ -42,13 +42,14 @@ def main() -> None:
 
     p = argparse.ArgumentParser()
     p.add_argument("--backbones", nargs="+", default=["convnext_tiny", "mc3_18"])
-    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--steps", type=int, default=6)
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=4, help="alternating rounds; the best of each loop counts")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
     threads = int(os.environ.get("BENCH_THREADS", os.cpu_count()))
     init_distributed(detect())  # before timing anything: DeepSpeed's CPU set-up changes torch's thread count
-    rows = [measure(b, a.steps, a.warmup, threads) for b in a.backbones]
+    rows = [measure(b, a.steps, a.warmup, threads, a.rounds) for b in a.backbones]
     for r in rows:
         print(json.dumps({"benchmark": "backbone_step_time", "machine": machine(), "threads": threads, **r}))
     if a.out:
@@ -59,8 +60,9 @@ def main() -> None:
 ## Training step time with other backbones (`python -m bench.backbone_step_time`)
 Machine: {machine()}, {threads} threads, one process. The two loops of `bench.step_time` (demo batches
 preloaded, AdamW + warmup/cosine + clipping, LSTM head, GN policy) with a 2D and a 3D backbone; mean of
-{a.steps} steps after {a.warmup} warm-up steps, best of 2 alternating rounds. mc3_18 sees each 8-frame sequence
-as one clip. The machine was shared: the last column is the 1-minute load average at the start and the end.
+{a.steps} steps after {a.warmup} warm-up steps, best of {a.rounds} alternating rounds. mc3_18 sees each 8-frame
+sequence as one clip. The machine was shared: the last column is the 1-minute load average at the start and the
+end; bursts of other jobs move single runs a lot: re-run on a quiet machine for a figure to quote.
 
 | backbone | frames per step | hand-written PyTorch s / step | framework s / step | ratio | load |
 |---|---|---|---|---|---|

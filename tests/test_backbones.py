@@ -228,3 +228,18 @@ def test_a_trained_video_models_checkpoint_initialises_the_backbone(tmp_path):
     torch.save({"module": model.state_dict()}, tmp_path / "run.pt")  # a DeepSpeed model-states file's shape
     net, _ = backbone("resnet18", seed=1, pretrained=str(tmp_path / "run.pt"))
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in model.backbone.state_dict().items())
+
+
+def test_timm_models_outside_the_known_layouts_still_run_as_their_own_forward():
+    """MobileNetV3 runs its conv_head in forward_head (not the EfficientNet tail): split without it. A relative-
+    position ViT fits no layout: it runs whole, as one stage, and says so."""
+    for name, size, stages in (("timm:mobilenetv3_small_050", 64, 7), ("timm:test_vit_relpos", 160, 1)):
+        net, _ = backbone(name)
+        assert net.num_stages == stages
+        x = uint8(2, size, size, 3)
+        with torch.no_grad():
+            torch.testing.assert_close(net.eval()(x), own_forward(name, net, x))
+    assert any("split more coarsely: 1 stage(s), the whole model as one stage" in n for n in net.layout.notes)
+    with pytest.raises(ConfigError, match=r"model.freeze_stages=2: 0 \(none\) to 1 \(the whole backbone\), "
+                                          "counting the whole model as one stage"):
+        backbone("timm:test_vit_relpos", freeze_stages=2)

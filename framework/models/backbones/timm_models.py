@@ -70,16 +70,15 @@ class Timm(Family):
         common = dict(mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))), std=tuple(cfg.get("std", (0.229, 0.224, 0.225))))
         splits = _splits(net)
         if next(net.parameters()).is_meta:  # built for its shapes only (torch.device("meta")): nothing to run
-            stages, units, pool, description = splits[0]
+            (stages, units, pool, description), _ = splits[0]
             return Layout(net, stages=stages, units=units, pool=pool, dim=created.dim, description=description,
                           **common)
-        x = _probe_input(net)
-        want = _reference(net, x, name)
-        for i, (stages, units, pool, description) in enumerate(splits):
+        x, want = _reference(net, name)
+        for (stages, units, pool, description), coarse in splits:
             layout = Layout(net, stages=stages, units=units, pool=pool, dim=want.shape[-1], description=description,
                             **common)
             if _reproduces(layout, x, want):
-                if i > 0:
+                if coarse:
                     layout.notes.append(f"{name}: its layers are not the usual {type(net).__name__} layout, so "
                                         f"it is split more coarsely: {len(stages)} stage(s), {description}")
                 return layout
@@ -97,30 +96,43 @@ def _create(model: str, kwargs: dict, pretrained: bool) -> nn.Module:
         raise ConfigError(f"model.backbone=timm:{model}: {e}") from None
 
 
-def _probe_input(net: nn.Module) -> torch.Tensor:
-    """A small input the model accepts: its fixed image size (ViT), else 64² (convolutional models)."""
+def _probe_sizes(net: nn.Module) -> list[tuple[int, int]]:
+    """Small inputs the model may accept: its patch embedding's fixed size (ViT), else 64², then the size it
+    was configured for (models with fixed-size attention windows)."""
     embed = getattr(net, "patch_embed", None)
     fixed = getattr(embed, "img_size", None) if not getattr(net, "dynamic_img_size", False) else None
-    h, w = fixed if fixed else (64, 64)
-    return torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(0))
+    configured = tuple(net.pretrained_cfg.get("input_size", (3, 224, 224))[1:])
+    return [tuple(fixed) if fixed else (64, 64), configured]
 
 
-def _reference(net: nn.Module, x: torch.Tensor, name: str) -> torch.Tensor:
+def _reference(net: nn.Module, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """An input the model accepts and its own features for it (forward_features + forward_head(pre_logits))."""
     from ...config import ConfigError
 
-    with _evaluating(net):
-        out = net.forward_head(net.forward_features(x), pre_logits=True)
+    for h, w in _probe_sizes(net):
+        x = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(0))
+        try:
+            with _evaluating(net):
+                out = net.forward_head(net.forward_features(x), pre_logits=True)
+            break
+        except (RuntimeError, AssertionError):  # not this size
+            continue
+    else:
+        raise ConfigError(f"model.backbone={name}: does not run on {h}×{w} images to check its split")
     if out.ndim != 2:
         raise ConfigError(f"model.backbone={name}: gives features of shape {list(out.shape[1:])} per image, "
                           "not one vector: not a per-image backbone")
-    return out
+    return x, out
 
 
 def _reproduces(layout: Layout, x: torch.Tensor, want: torch.Tensor) -> bool:
-    with _evaluating(layout.net):
-        for _, f in layout.units(layout.net):
-            x = f(x)
-        got = layout.pool(layout.net, x)
+    try:
+        with _evaluating(layout.net):
+            for _, f in layout.units(layout.net):
+                x = f(x)
+            got = layout.pool(layout.net, x)
+    except Exception:  # noqa: BLE001 - a wrong split may feed a layer the wrong shape: it does not reproduce
+        return False
     return got.shape == want.shape and torch.allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
@@ -142,10 +154,15 @@ class _evaluating:
 
 
 def _splits(net: nn.Module) -> list[tuple]:
-    """Candidate splits, finest first: blocks as units, then stages as units, then the whole model."""
+    """Candidate (split, coarse) pairs, finest first: blocks as units, then stages as units (each with and
+    without the layout's tail), then the whole model."""
     found = next((lay for lay in LAYOUTS if _has(net, lay)), None)
-    out = [] if found is None else [_split(net, *found, blocks=True), _split(net, *found, blocks=False)]
-    return out + [_whole(net)]
+    if found is None:
+        return [(_whole(net), True)]
+    stem, stages, tail = found
+    # a tail attribute may belong to forward_head instead (MobileNetV3's conv_head): also try without the tail
+    return [(_split(net, stem, stages, t, blocks), not blocks) for blocks in (True, False) for t in (tail, ())] + \
+        [(_whole(net), True)]
 
 
 def _has(net, layout) -> bool:
