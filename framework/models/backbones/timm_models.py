@@ -175,6 +175,8 @@ def _split(net, stem, stages, tail, blocks: bool):
     stage_modules = _stage_modules(net, stages)
     tail = tuple(t for t in tail if isinstance(getattr(net, t, None), nn.Module))
     stem_modules = [m for m in (getattr(net, s) for s in stem) if isinstance(m, nn.Module)]
+    if "_pos_embed" in stem and isinstance(getattr(net, "pos_drop", None), nn.Module):
+        stem_modules.append(net.pos_drop)  # ViT's _pos_embed applies it: frozen (eval) with the stem
     container = [getattr(net, stages)] if isinstance(stages, str) else []
     placed = {id(m) for m in stem_modules + stage_modules + [getattr(net, t) for t in tail] + container}
     rest = [m for m in net.children() if id(m) not in placed]  # pooling, head norm, ...: the last stage's
