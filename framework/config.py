@@ -62,10 +62,10 @@ class DataConfig:
 
 @dataclass
 class CheckpointingConfig:
-    """Activation checkpointing of the per-frame backbone (DeepSpeed's checkpointing API), applied to each
-    frame micro-chunk (model.frame_chunk) so the recomputation's peak stays one micro-chunk's worth.
-    granularity: none | backbone (keep only each micro-chunk's input) | stage (keep the 5 stage boundaries) |
-    blocks (keep every `every`-th residual block's boundary)."""
+    """Activation checkpointing of the backbone (DeepSpeed's checkpointing API), applied to each micro-chunk
+    (model.frame_chunk) so the recomputation's peak stays one micro-chunk's worth.
+    granularity: none | backbone (keep only each micro-chunk's input) | stage (keep the stage boundaries:
+    5 for a ResNet) | blocks (keep every `every`-th block's boundary: residual blocks, transformer blocks)."""
     granularity: str = "none"
     every: int = 1
     cpu_offload: bool = False  # move the kept boundaries to host memory until the backward needs them
@@ -81,10 +81,15 @@ class CheckpointingConfig:
 
 @dataclass
 class ModelConfig:
+    # torchvision resnet18..152, convnext_tiny..large; video r3d_18, mc3_18, r2plus1d_18, s3d, mvit_v2_s, swin3d_t;
+    # timm:<name> (framework/models/backbones/)
     backbone: str = "resnet18"
-    norm: str = "gn"  # bn | frozen_bn | gn | ln | none (see framework/models/norm.py)
+    backbone_kwargs: Dict[str, Any] = field(default_factory=dict)  # more constructor arguments (timm: img_size, ...)
+    drop_path: Optional[float] = None  # drop-path (stochastic depth) rate; null: the model's own default
+    norm: str = "gn"  # bn | frozen_bn | gn | ln | none (see framework/models/norm.py); no-op without BatchNorm
     allow_batchnorm: bool = False  # accept norm=bn's leak across frames and videos
-    pretrained: Optional[str] = None  # local file, or torchvision:<Weights.NAME> (needs internet)
+    # local file (state dict or checkpoint), torchvision:<Weights.NAME>, timm or timm:<name.tag> (internet)
+    pretrained: Optional[str] = None
     head: str = "lstm"  # lstm | gru | tcn | transformer | linear (frame-only baseline)
     hidden: int = 128
     layers: int = 1  # recurrent layers; dilated layers per TCN stage; transformer layers
@@ -93,15 +98,16 @@ class ModelConfig:
     attention_heads: int = 4  # transformer
     window: int = 64  # transformer: frames of memory
     frame_chunk: Optional[int] = None  # frames per backbone call; seq_len must be a multiple of it
+    clip_len: Optional[int] = None  # video backbones: frames per clip, each seen alone; null: the whole sequence
     feature_dropout: float = 0.0  # dropout on each frame's backbone features (inside the checkpointed region)
-    freeze_stages: int = 0  # freeze the first k of [stem, layer1..layer4]: no gradients, no stored activations
+    freeze_stages: int = 0  # freeze the first k stages (ResNet: stem, layer1..4): no gradients, no stored activations
     checkpointing: CheckpointingConfig = field(default_factory=CheckpointingConfig)
 
     def __post_init__(self):
-        from .models.backbone import RESNETS
+        from .models.backbones import check_config
         from .models.heads import HEADS
 
-        _require(self.backbone in RESNETS, f"model.backbone={self.backbone!r}: choose one of {list(RESNETS)}")
+        check_config(self)
         _require(self.head in HEADS, f"model.head={self.head!r}: choose one of {list(HEADS)}")
         from .models.norm import LEAK_EXPLANATION, POLICIES
 
@@ -110,8 +116,6 @@ class ModelConfig:
         _require(0 <= self.dropout < 1, f"model.dropout must be in [0, 1), got {self.dropout}")
         _require(self.frame_chunk is None or self.frame_chunk >= 1, "model.frame_chunk must be >= 1")
         _require(0 <= self.feature_dropout < 1, f"model.feature_dropout must be in [0, 1), got {self.feature_dropout}")
-        _require(0 <= self.freeze_stages <= 5, f"model.freeze_stages={self.freeze_stages}: 0 (none) to 5 (the whole "
-                 "backbone), counting the stem and layer1..layer4")
         _require(self.hidden >= 1 and self.layers >= 1 and self.stages >= 1 and self.window >= 1,
                  "model.hidden, model.layers, model.stages and model.window must be >= 1")
         _require(self.head != "transformer" or self.hidden % self.attention_heads == 0,
@@ -212,6 +216,9 @@ class Config:
         chunk = self.model.frame_chunk
         _require(chunk is None or self.data.seq_len % chunk == 0,
                  f"data.seq_len={self.data.seq_len} is not a multiple of model.frame_chunk={chunk}")
+        from .models.backbones import check_clips
+
+        check_clips(self.model, self.data.seq_len)
         _require(self.deepspeed.zero_stage < 3, ZERO3_REFUSAL)
 
     def check_world(self, world_size: int) -> None:

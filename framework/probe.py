@@ -3,6 +3,10 @@
 For the output at frame t it perturbs (a) the frames after t and (b) the other sequences of the batch, and
 reports the largest change, in train and in eval mode. A model without batch-dependent normalisation and with
 a causal head shows 0 (up to float noise); trainable BatchNorm in train mode shows a clear leak.
+
+With a video backbone the outputs are time steps of `temporal_stride` frames, and the outputs compared are the
+steps made only of frames ≤ t. A video backbone sees a whole clip at once (model.clip_len), so a t inside a
+clip shows a future leak by design: pick t at the end of a clip to check that nothing crosses clip boundaries.
 """
 from __future__ import annotations
 
@@ -27,6 +31,9 @@ def probe_leakage(model, frames: torch.Tensor, t: int, seed: int = 0) -> dict:
     """frames: uint8 [B, T, H, W, 3] with B >= 2 and t < T − 1. Returns {mode: {future, other_sequences}}."""
     if frames.shape[0] < 2 or not 0 <= t < frames.shape[1] - 1:
         raise ValueError("the probe needs at least 2 sequences and a frame t with frames after it")
+    seen = (t + 1) // model.temporal_stride  # output steps made only of frames <= t
+    if seen == 0:
+        raise ValueError(f"frame t={t} ends no output step of a backbone with temporal stride {model.temporal_stride}")
     gen = torch.Generator().manual_seed(seed + 1)
     noise = torch.randint(0, 256, frames.shape, generator=gen, dtype=torch.uint8).to(frames.device)
     future, others = frames.clone(), frames.clone()
@@ -37,7 +44,7 @@ def probe_leakage(model, frames: torch.Tensor, t: int, seed: int = 0) -> dict:
         m = copy.deepcopy(model).train(mode == "train")  # a copy: BN running statistics must not drift
         base = _forward(m, frames, seed)
         report[mode] = {
-            "future": (_forward(m, future, seed)[:, :t + 1] - base[:, :t + 1]).abs().max().item(),
+            "future": (_forward(m, future, seed)[:, :seen] - base[:, :seen]).abs().max().item(),
             "other_sequences": (_forward(m, others, seed)[0] - base[0]).abs().max().item(),
         }
     return report
@@ -71,8 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     loader = SequenceLoader(d.root, d.train_split, 0, 1, max(2, d.batch_size), d.seq_len, seed=cfg.seed)
     batch = next(iter(loader))
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, len(loader.manifest.labels))
-    report = probe_leakage(model, batch.frames, t=d.seq_len // 2 - 1)
+    try:
+        model = build_model(cfg.model, len(loader.manifest.labels))
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    clip = cfg.model.clip_len or d.seq_len
+    t = d.seq_len // 2 - 1 if clip == d.seq_len else clip - 1  # a clip boundary, for a video backbone
+    report = probe_leakage(model, batch.frames, t=t)
     print(format_report(report))
     print(json.dumps(report))
     return 0

@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     env = detect()
     try:
         cfg.check_world(env.world_size)
+        from .models import check_model
+
+        check_model(cfg.model)  # weights that do not fit: said now, before the process group and DeepSpeed
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2

@@ -1,3 +1,3 @@
-from .model import VideoModel, build_model
+from .model import VideoModel, build_model, check_model
 
-__all__ = ["VideoModel", "build_model"]
+__all__ = ["VideoModel", "build_model", "check_model"]

@@ -1,57 +1,52 @@
-"""Per-frame CNN backbones (torchvision ResNets) under a normalisation policy (see norm.py), with stage
-freezing and activation checkpointing (see staged.py)."""
+"""Build any registered backbone (framework/models/backbones/) under a normalisation policy (norm.py), with
+pretrained weights (weights.py), stage freezing and activation checkpointing (staged.py).
+
+Order: the network is built randomly initialised with its BatchNorm, converted by the norm policy, refused
+if trainable BatchNorm is left and not allowed, then the weights are loaded (they must fit the converted
+network: weights.py), and the network is described as stages.
+"""
 from __future__ import annotations
 
-import math
-from pathlib import Path
+from .backbones import find
+from .backbones.torchvision_resnet import TorchvisionResNet
+from .norm import convert_norm, describe_policy, refuse_batchnorm
+from .staged import StagedBackbone
+from .weights import load_weights, read_weights
 
-import torch
-from torch import nn
-
-from .norm import convert_norm, refuse_batchnorm
-from .staged import StagedResNet
-
-RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
+RESNETS = TorchvisionResNet.names  # kept for callers of the ResNet-only API
 
 
 def build_backbone(name: str, norm: str = "gn", pretrained: str | None = None, allow_batchnorm: bool = False,
-                   **staged) -> tuple[StagedResNet, int]:
-    """A torchvision ResNet, its BatchNorm converted by the norm policy, classifier removed, as a
-    StagedResNet (keyword arguments: feature_dropout, freeze_stages, checkpointing). Returns (module, dim).
-    Built with BatchNorm first so that pretrained BN weights and statistics load; the conversion then keeps
-    them (affine for gn/ln, affine and statistics for frozen_bn)."""
-    import torchvision
-
-    if name not in RESNETS:
-        raise ValueError(f"unknown backbone {name!r}; choose one of {RESNETS}")
-    net = getattr(torchvision.models, name)(weights=None)
+                   drop_path: float | None = None, options: dict | None = None,
+                   **staged) -> tuple[StagedBackbone, int]:
+    """`name`'s backbone as a StagedBackbone (keyword arguments: feature_dropout, freeze_stages,
+    checkpointing). drop_path: the drop-path rate (None: the model's default); options: more constructor
+    arguments (model.backbone_kwargs). Returns (module, feature dimension)."""
+    family = find(name)
+    kwargs = constructor_kwargs(family, name, drop_path, options)
+    created = family.create(name, kwargs)
+    statement = describe_policy(created.net, norm, name)
+    convert_norm(created.net, norm)
+    refuse_batchnorm(created.net, allow_batchnorm)
     if pretrained:
-        load_pretrained(net, pretrained)
-    convert_norm(net, norm)
-    refuse_batchnorm(net, allow_batchnorm)
-    return StagedResNet(net, **staged), net.fc.in_features
+        state = family.hub_weights(name, pretrained, kwargs)
+        load_weights(created.net, read_weights(pretrained) if state is None else state, pretrained, name,
+                     ignored_prefixes=created.classifier, expected_leftovers=tuple(created.net.norm_dropped_keys))
+    layout = family.layout(name, created)
+    layout.notes += [statement] if statement else []
+    return StagedBackbone(layout, **staged), layout.dim
 
 
-def load_pretrained(net: nn.Module, source: str) -> None:
-    """Load weights from a local file (a state_dict, or a checkpoint with a 'state_dict'/'model' entry) or,
-    for users with internet, from torchvision's hub as `torchvision:<WEIGHTS_ENUM>` (e.g.
-    `torchvision:ResNet50_Weights.IMAGENET1K_V2`). Weights and BN statistics load into the BN layers,
-    before the norm policy converts them."""
-    if source.startswith("torchvision:"):
-        import torchvision
+def constructor_kwargs(family, name: str, drop_path: float | None, options: dict | None) -> dict:
+    """model.backbone_kwargs (lists as tuples: torchvision wants tuples for sizes) plus the drop-path rate
+    under the family's own argument name."""
+    from ..config import ConfigError
 
-        state = torchvision.models.get_weight(source.split(":", 1)[1]).get_state_dict(progress=True)
-    else:
-        path = Path(source).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"pretrained weights {path} not found")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state.get("model", state))
-    own = net.state_dict()
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    net.load_state_dict(usable, strict=False)
-    skipped = sorted(set(state) - set(usable))
-    if len(usable) < math.ceil(0.5 * len(own)):
-        raise ValueError(f"pretrained weights {source} match only {len(usable)}/{len(own)} tensors")
-    if skipped:
-        print(f"pretrained: loaded {len(usable)} tensors, skipped {len(skipped)} (e.g. {skipped[:3]})")
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in (options or {}).items()}
+    if drop_path is not None:
+        argument = family.drop_path_argument(name)
+        if argument is None and drop_path > 0:
+            raise ConfigError(f"model.drop_path={drop_path}: {name} has no drop-path (stochastic depth)")
+        if argument is not None:
+            kwargs[argument] = drop_path
+    return kwargs
