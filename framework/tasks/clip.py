@@ -90,8 +90,18 @@ class ClipTask(Task):
     def evaluate(self, results):
         scores = np.stack([self.video_score(r) for r in results])
         labels = np.array([self._label(r) for r in results])
+        from ..metrics.classification import confusion
+
+        keep = labels >= 0
+        cm = confusion(labels[keep], scores[keep].argmax(1), self.out_dim)
         return {**clip_report(scores, labels, len(results[0].outputs), self.cfg.aggregation),
-                "views_temporal": self.cfg.views, "crops": self.cfg.crops}
+                "views_temporal": self.cfg.views, "crops": self.cfg.crops,
+                "confusion": {"labels": self.labels, "rows_true_columns_predicted": cm.tolist()}}
+
+    def write_files(self, results, report, out_dir):
+        from .. import plots
+
+        return [plots.confusion_matrix(report["confusion"], out_dir / "clip_confusion.png")]
 
     def headline(self, r):
         return (f"clip: top-1 {r['top1']:.4f}, top-5 {r['top5']:.4f}, mean class accuracy "
