@@ -142,10 +142,16 @@ class TrainerConfig:
     warmup_steps: int = 10
     checkpoint_every: int = 50  # steps; a checkpoint is also written at the end
     log_every: int = 10
-    resume: str = "auto"  # auto (latest checkpoint in the run folder, if any) | none | <checkpoint folder>
+    # auto: the newest complete checkpoint of the run folder, if any | none | <checkpoint folder>; a checkpoint
+    # made with other settings is refused unless force (= auto) / force:<checkpoint folder> (framework/resume_guard.py)
+    resume: str = "auto"
     eval: bool = True  # evaluate on data.eval_split at the end
     sp: int = 1  # sequence-parallel ranks per sequence group (world = DP × SP); see framework/relay.py
     handoff: str = "exact"  # exact (gradients cross ranks) | detached (truncated BPTT at rank boundaries)
+    # a non-finite loss or gradient norm (framework/nonfinite.py): stop (the run ends, naming the step) | skip
+    # (that optimizer step is dropped and counted) | off (no check)
+    nonfinite: str = "stop"
+    nonfinite_patience: int = 5  # skip: the run stops after this many non-finite steps in a row
 
     def __post_init__(self):
         _require(self.sp >= 1, f"trainer.sp must be >= 1, got {self.sp}")
@@ -156,6 +162,10 @@ class TrainerConfig:
         _require(self.checkpoint_every >= 1, "trainer.checkpoint_every must be >= 1")
         _require(self.log_every >= 1, "trainer.log_every must be >= 1")
         _require(0 <= self.warmup_steps, "trainer.warmup_steps must be >= 0")
+        _require(self.nonfinite in ("stop", "skip", "off"), f"trainer.nonfinite={self.nonfinite!r}: stop, skip or off")
+        _require(self.nonfinite_patience >= 1, "trainer.nonfinite_patience must be >= 1")
+        _require(bool(self.resume.strip()), "trainer.resume must be auto, none, force, a checkpoint folder or "
+                 "force:<checkpoint folder>")
 
 
 @dataclass
@@ -175,7 +185,7 @@ class MlflowConfig:
 @dataclass
 class LoggingConfig:
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
-    console: bool = True
+    console: bool = True  # false: no progress bar (e.g. in log files); results and errors are printed anyway
 
 
 @dataclass
@@ -242,6 +252,10 @@ def _one_line(e: BaseException) -> str:
         return str(e)
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     msg = lines[0] if lines else type(e).__name__
+    if any(ln.startswith("Available options in") for ln in lines):  # e.g. experiment=nope: name the choices
+        start = next(i for i, ln in enumerate(lines) if ln.startswith("Available options in")) + 1
+        end = next((i for i, ln in enumerate(lines) if ln.startswith("Config search path")), len(lines))
+        msg += f" (choose one of {', '.join(lines[start:end])})"
     key = getattr(e, "full_key", None)
     return f"{key}: {msg}" if key and key not in msg else msg
 
