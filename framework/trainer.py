@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from . import checkpoint, preempt
+from . import checkpoint, preempt, resume_guard
 from .data.loader import SequenceBatch, SequenceLoader
 from .data.augment import build_augment
 from .engine import build_engine
@@ -22,7 +22,8 @@ from .evaluate import EvalResult, evaluate, timeline_plot
 from .models import build_model
 from .models.staged import configure_checkpointing
 from .relay import Relay, Topology
-from .tracking import build_tracker, flatten
+from .fingerprint import fingerprint
+from .tracking import build_tracker, flatten, jsonl
 
 
 def seed_everything(seed: int) -> None:
@@ -145,22 +146,31 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------------------------
     def save(self) -> None:
+        self.engine.nonfinite.read_pending()  # a non-finite step the window has not read stops the run first
         rank_state = {"rng": checkpoint.rng_state(), "loader": self.loader.state_dict(), "state": self.state}
         path = checkpoint.save(self.engine, self.run_dir, self.step, self.env.rank, rank_state,
-                               shared={"step": self.step})
+                               shared={"step": self.step},
+                               fingerprint=fingerprint(self.cfg, self.env.world_size, self.loader.videos))
         self.tracker.set_tags({"last_checkpoint": path.resolve()})
 
     def resume(self) -> None:
-        found = checkpoint.resolve_resume(self.cfg.trainer.resume, self.run_dir)
-        if found is None:
-            return
-        rank_state, shared = checkpoint.load(self.engine, *found, self.env.rank)
-        self.step = shared["step"]
-        self.loader.load_state_dict(rank_state["loader"])
-        self.state = rank_state["state"]
-        checkpoint.set_rng_state(rank_state["rng"])
+        """From the newest complete checkpoint (or trainer.resume's), refusing one made with other settings
+        unless trainer.resume=force (framework/resume_guard.py)."""
+        self.resumed = resume_guard.plan(self.cfg, self.env.world_size, self.loader.videos, warn=self.env.is_main)
+        if self.resumed is not None:
+            self.step = resume_guard.restore_engine(self.engine, self.resumed, self.cfg.deepspeed.grad_accum)
+        if self.resumed is not None and (self.resumed.data or self.resumed.rng):
+            rank_state = checkpoint.load_rank_state(self.resumed.ckpt, self.env.rank)
+            if self.resumed.data:
+                self.loader.load_state_dict(rank_state["loader"])
+                state = rank_state["state"]  # loaded on the CPU
+                self.state = None if state is None else tuple(t.to(self.device) for t in state)
+            if self.resumed.rng:
+                checkpoint.set_rng_state(rank_state["rng"])
         if self.env.is_main:
-            print(f"resumed from {found[0] / found[1]} at step {self.step}")
+            jsonl.keep_steps_up_to(self.run_dir / "metrics.jsonl", self.step)  # each step once, after a resume
+            if self.resumed is not None:
+                print(self.resumed.summary(self.step, self.cfg.deepspeed.grad_accum))
 
     # -- evaluation --------------------------------------------------------------------------
     def evaluate(self) -> EvalResult:
