@@ -131,18 +131,22 @@ class Trainer:
         self.tracker.log_artifact(path)
 
     def log_train(self, window: list[torch.Tensor], bar) -> None:
-        totals = torch.stack(window).sum(0)
+        steps = torch.stack(window)
+        flags = self.engine.nonfinite.device_flags()  # the non-finite check rides on the window's one transfer
+        payload = torch.cat([steps[:, 0], steps.sum(0), *(f.reshape(1).to(steps.dtype) for f in flags)])
         if dist.is_initialized():  # every rank's frames count; the SP shares add up, the DP groups average
-            dist.all_reduce(totals)
-        loss, correct, frames = totals.tolist()
+            dist.all_reduce(payload)
+        values = payload.tolist()
+        n = len(window)
+        loss, correct, frames = values[n:n + 3]
         metrics = {"train/loss": loss / (len(window) * self.topo.dp),
                    "train/accuracy": correct / max(1.0, frames),
                    "train/lr": self.engine.get_lr()[0], "train/epoch": self.loader.epoch}
         bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", acc=f"{metrics['train/accuracy']:.3f}")
         self.tracker.log_metrics(metrics, self.step)
         if self.env.is_main:  # a local copy that survives any tracking-server trouble
-            with open(self.run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps({"step": self.step, **metrics}) + "\n")
+            jsonl.append(self.run_dir / "metrics.jsonl", {"step": self.step, **metrics})
+        self.engine.nonfinite.take(values[n + 3:], dict(zip(range(self.step - n + 1, self.step + 1), values[:n])))
 
     # -- checkpoints -------------------------------------------------------------------------
     def save(self) -> None:
