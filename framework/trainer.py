@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from . import checkpoint, preempt, resume_guard
+from .atomic import write_atomic
 from .data.loader import SequenceBatch, SequenceLoader
 from .data.augment import build_augment
 from .engine import build_engine
@@ -23,7 +24,7 @@ from .models import build_model
 from .models.staged import configure_checkpointing
 from .relay import Relay, Topology
 from .fingerprint import fingerprint
-from .tracking import build_tracker, flatten, jsonl
+from .tracking import build_tracker, credentials, flatten, jsonl
 
 
 def seed_everything(seed: int) -> None:
@@ -125,8 +126,12 @@ class Trainer:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         path = self.run_dir / "config.yaml"
-        OmegaConf.save(self.raw_cfg, path)
-        self.tracker.log_params(flatten(OmegaConf.to_container(self.raw_cfg)))
+        # what took effect (a forced resume keeps a few checkpoint values), with no credentials in it
+        raw = credentials.redacted_config(self.raw_cfg)
+        for key, value in (self.resumed.kept_values() if self.resumed else {}).items():
+            OmegaConf.update(raw, key, value)
+        write_atomic(path, lambda f: f.write(OmegaConf.to_yaml(raw).encode()))
+        self.tracker.log_params(flatten(OmegaConf.to_container(raw)))
         self.tracker.set_tags({"grad_allreduce": self.engine.grad_allreduce})
         self.tracker.log_artifact(path)
 
