@@ -74,7 +74,7 @@ class Trainer:
     def fit(self) -> dict:
         self.resume()
         self.log_config()
-        bar = progress_bar(self.cfg.trainer.max_steps, self.step, self.env.is_main)
+        bar = progress_bar(self.cfg.trainer.max_steps, self.step, self.env.is_main and self.cfg.logging.console)
         window, batches = [], self.batches()
         for batch in batches:
             if self.step >= self.cfg.trainer.max_steps:  # e.g. resuming a run that had finished
