@@ -143,10 +143,16 @@ def _newest_complete(d: Path, warn: bool) -> Checkpoint | None:
         raise CheckpointError(f"{d} holds {len(folders)} checkpoint folder(s) but none is complete (each was "
                               "cut short before its complete.json): start afresh with trainer.resume=none, or "
                               "another run_dir")
-    pointer = read_pointer(d)
-    if warn and (pointer is None or not (d / pointer).is_dir()):
-        state = "missing, empty or unreadable" if pointer is None else f"names {pointer!r}, which does not exist"
-        print(f"warning: {d / LATEST} is {state}; resuming from the newest complete checkpoint, {done[-1].tag}",
+    pointer, reasons = read_pointer(d), []
+    if pointer is None:
+        reasons.append(f"{d / LATEST} is missing, empty or unreadable")
+    elif not (d / pointer).is_dir():
+        reasons.append(f"{d / LATEST} names {pointer!r}, which does not exist")
+    newer = [p.name for p in folders if p.name > done[-1].tag]  # zero-padded steps: names sort as steps do
+    if newer:
+        reasons.append(f"{', '.join(newer)} {'is' if len(newer) == 1 else 'are'} incomplete (cut short)")
+    if warn and reasons:
+        print(f"warning: {'; '.join(reasons)}; resuming from the newest complete checkpoint, {done[-1].tag}",
               file=sys.stderr, flush=True)
     return done[-1]
 

@@ -29,7 +29,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         cfg, _ = load_saved_config(a.run_dir / "config.yaml", a.overrides)
-        split = a.split or cfg.data.eval_split
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    split = a.split or cfg.data.eval_split
+    try:  # the data and the checkpoint, before the process group starts
         preflight.evaluation(cfg, split, checkpoint_dir(a.run_dir) / tag)
     except ConfigError as e:
         print(f"vt-eval: error: {e}", file=sys.stderr)

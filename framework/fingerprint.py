@@ -23,7 +23,7 @@ EXEMPT = {
     "trainer.max_steps": "a run is extended by raising it (the schedule then stretches to the new end)",
     "trainer.checkpoint_every": "when, not what", "trainer.log_every": "when, not what",
     "trainer.resume": "how to resume", "trainer.eval": "evaluation only",
-    "trainer.nonfinite": "what to do when things go wrong", "trainer.nonfinite_patience": "same",
+    "trainer.nonfinite": "what to do when a step goes wrong", "trainer.nonfinite_patience": "the same",
     "deepspeed.shm_allreduce": "how gradients travel (bitwise the same sums)",
 }
 # under trainer.resume=force: which differences still let each part of the state be restored

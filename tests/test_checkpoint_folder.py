@@ -20,7 +20,7 @@ def ckpt(run_dir, step: int):
 
 def cut_short(path) -> None:
     """What a kill in the middle of saving leaves: the trainer states written, DeepSpeed's file not yet."""
-    (path / "complete.json").unlink()
+    (path / "complete.json").unlink(missing_ok=True)
     (path / "mp_rank_00_model_states.pt").unlink()
 
 
@@ -34,10 +34,13 @@ def test_every_checkpoint_lists_its_files_and_latest_names_the_newest(trained_ru
                                    if f.name != "complete.json"}
 
 
-def test_resume_auto_takes_the_newest_complete_checkpoint(run_copy):
-    """`latest` still names step 40, whose save was cut short; step 30's model file was truncated since."""
+def test_resume_auto_takes_the_newest_complete_checkpoint(run_copy, capsys):
+    """`latest` still names step 40, whose save was cut short (before, DeepSpeed's `latest` was the truth);
+    step 30's model file was truncated since."""
     cut_short(ckpt(run_copy, 40))
     assert checkpoint.resolve_resume("auto", run_copy).step == 30
+    assert capsys.readouterr().err.splitlines() == [
+        "warning: step00000040 is incomplete (cut short); resuming from the newest complete checkpoint, step00000030"]
     model = ckpt(run_copy, 30) / "mp_rank_00_model_states.pt"
     data = model.read_bytes()
     model.unlink()  # a linked file: replaced, not written into
@@ -46,7 +49,7 @@ def test_resume_auto_takes_the_newest_complete_checkpoint(run_copy):
     assert [c.step for c in checkpoint.complete(run_copy / "checkpoints")] == [10, 20]
 
 
-BAD = "missing, empty or unreadable"
+BAD = "is missing, empty or unreadable"
 
 
 @pytest.mark.parametrize("content, state", [(None, BAD), (b"", BAD), (b"\xff\xfe\x00", BAD),
@@ -59,12 +62,12 @@ def test_a_bad_latest_falls_back_to_the_newest_complete_with_one_warning(run_cop
         latest.write_bytes(content)
     assert checkpoint.resolve_resume("auto", run_copy).step == 40
     assert capsys.readouterr().err.splitlines() == [
-        f"warning: {latest} is {state}; resuming from the newest complete checkpoint, step00000040"]
+        f"warning: {latest} {state}; resuming from the newest complete checkpoint, step00000040"]
 
 
 def test_checkpoints_of_which_none_is_complete_are_an_error_before_any_rank_starts(run_copy, tiny_data, capsys):
     for step in (10, 20, 30, 40):
-        (ckpt(run_copy, step) / "complete.json").unlink()
+        (ckpt(run_copy, step) / "complete.json").unlink(missing_ok=True)
     assert cli.main(["--nproc=2", *tiny_overrides(tiny_data, run_copy, "trainer.max_steps=50")]) == 2
     assert capsys.readouterr().err.splitlines() == [
         f"config error: {run_copy / 'checkpoints'} holds 4 checkpoint folder(s) but none is complete (each was cut "

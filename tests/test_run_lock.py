@@ -87,3 +87,21 @@ def test_a_lock_held_on_another_host_that_nothing_settles_is_refused(tmp_path):
     with pytest.raises(run_lock.RunLockError, match="in use by pid 1234 on node-17, since 2026-01-01 00:00:00 "
                                                     r"\(it is held on another host\)"):
         run_lock.acquire(tmp_path)
+
+
+@pytest.mark.parametrize("state, held", [("RUNNING", True), ("", False)])
+def test_a_lock_of_another_host_is_settled_by_what_slurm_says_of_its_job(tmp_path, monkeypatch, state, held):
+    """squeue is a stand-in script here (the real cluster belongs to test_slurm.py): RUNNING keeps the lock, a
+    job SLURM no longer lists frees it."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "squeue").write_text(f"#!/bin/sh\necho '{state}'\n")
+    (bin_dir / "squeue").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    run_dir = tmp_path / "run"
+    write_lock(run_dir, host="node-17", pid=1234, job_id="977", started=1.0)
+    if held:
+        with pytest.raises(run_lock.RunLockError, match=r"SLURM job 977, since .* \(SLURM says job 977 is RUNNING\)"):
+            run_lock.acquire(run_dir)
+    else:
+        assert run_lock.acquire(run_dir)["pid"] == os.getpid()

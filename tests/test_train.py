@@ -103,8 +103,8 @@ def test_vt_eval_reproduces_the_runs_own_evaluation(trained):
     """Evaluating the final checkpoint again, in one process, gives the metrics the 2-process run wrote
     (overrides and options in any order)."""
     run_dir, _ = trained
-    proc = subprocess.run([sys.executable, "-m", "framework.eval", str(run_dir), "data.num_workers=1", "--tag",
-                           "step00000040"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "framework.eval", str(run_dir), "--tag", "step00000040",
+                           "data.num_workers=1"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     printed = json.loads(proc.stdout[proc.stdout.rindex("{\n"):])
     assert printed == json.loads((run_dir / "eval.json").read_text())
