@@ -75,7 +75,7 @@ def score(run_dir: Path) -> dict:
     from framework.evaluate import eval_loader, infer
     from framework.infer import inference_tasks, load_model, resolve
 
-    cfg, tag = resolve(run_dir, None, [])
+    cfg, tag, _ = resolve(run_dir, None, [])
     tasks = inference_tasks(cfg)
     loader = eval_loader(cfg.data, cfg.data.eval_split, 0, 1)
     model = load_model(cfg, run_dir, tag, tasks.out_dim)

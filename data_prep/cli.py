@@ -85,11 +85,25 @@ def cmd_prepare(a) -> int:
     from .jobs import Layout, discover, read_splits
 
     splits = read_splits(_in_root(a.root, a.splits)) if a.splits else {}
-    splits.update({vid: "test" for vid in filter(None, a.test.split(","))})
+    test = [vid.strip() for vid in a.test.split(",") if vid.strip()]
+    splits.update({vid: "test" for vid in test})
     layout = Layout(videos=a.videos, phases=a.phases, tools=a.tools, clips=a.clips, segments=a.segments,
                     splits=splits)
     jobs, problems = discover(Path(a.root), layout)
+    _check_test_ids(test, Path(a.root), a.videos)
     return _run(Path(a.root), jobs, problems, a)
+
+
+def _check_test_ids(test: list[str], root: Path, folder: str) -> None:
+    """--test ids that name no video would silently leave the test split without them (or empty)."""
+    from .jobs import find_videos
+
+    known = find_videos(root, folder)[0]
+    unknown = [vid for vid in test if vid not in known]
+    if unknown:
+        examples = ", ".join(sorted(known)[:3]) or "none found"
+        raise ValueError(f"--test: no video with id {', '.join(unknown)} under {root / folder} "
+                         f"(ids are file names without suffix, e.g. {examples})")
 
 
 def cmd_synthetic(a) -> int:

@@ -147,13 +147,19 @@ class TrainerConfig:
     warmup_steps: int = 10
     checkpoint_every: int = 50  # steps; a checkpoint is also written at the end
     log_every: int = 10
-    resume: str = "auto"  # auto (latest checkpoint in the run folder, if any) | none | <checkpoint folder>
+    # auto: the newest complete checkpoint of the run folder, if any | none | <checkpoint folder>; a checkpoint
+    # made with other settings is refused unless force (= auto) / force:<checkpoint folder> (framework/resume_guard.py)
+    resume: str = "auto"
     eval: bool = True  # evaluate on data.eval_split at the end
     eval_every: int = 0  # steps between validations on data.val_split (0: none); logged under val/
     best_metric: Optional[str] = None  # a number of the validation report, e.g. phase/frame_pooled/f1; keeps `best`
     best_mode: str = "max"  # max | min: which way best_metric improves
     sp: int = 1  # sequence-parallel ranks per sequence group (world = DP × SP); see framework/relay.py
     handoff: str = "exact"  # exact (gradients cross ranks) | detached (truncated BPTT at rank boundaries)
+    # a non-finite loss or gradient norm (framework/nonfinite.py): stop (the run ends, naming the step) | skip
+    # (that optimizer step is dropped and counted) | off (no check)
+    nonfinite: str = "stop"
+    nonfinite_patience: int = 5  # skip: the run stops after this many non-finite steps in a row
 
     def __post_init__(self):
         _require(self.sp >= 1, f"trainer.sp must be >= 1, got {self.sp}")
@@ -168,6 +174,10 @@ class TrainerConfig:
         _require(self.best_mode in ("max", "min"), f"trainer.best_mode={self.best_mode!r}: max or min")
         _require(self.best_metric is None or self.eval_every > 0,
                  "trainer.best_metric needs trainer.eval_every > 0 (the best checkpoint is chosen on validation)")
+        _require(self.nonfinite in ("stop", "skip", "off"), f"trainer.nonfinite={self.nonfinite!r}: stop, skip or off")
+        _require(self.nonfinite_patience >= 1, "trainer.nonfinite_patience must be >= 1")
+        _require(bool(self.resume.strip()), "trainer.resume must be auto, none, force, a checkpoint folder or "
+                 "force:<checkpoint folder>")
 
 
 @dataclass
@@ -187,7 +197,7 @@ class MlflowConfig:
 @dataclass
 class LoggingConfig:
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
-    console: bool = True
+    console: bool = True  # false: no progress bar (e.g. in log files); results and errors are printed anyway
 
 
 @dataclass
@@ -268,6 +278,10 @@ def _one_line(e: BaseException) -> str:
         return str(e)
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     msg = lines[0] if lines else type(e).__name__
+    if any(ln.startswith("Available options in") for ln in lines):  # e.g. experiment=nope: name the choices
+        start = next(i for i, ln in enumerate(lines) if ln.startswith("Available options in")) + 1
+        end = next((i for i, ln in enumerate(lines) if ln.startswith("Config search path")), len(lines))
+        msg += f" (choose one of {', '.join(lines[start:end])})"
     key = getattr(e, "full_key", None)
     return f"{key}: {msg}" if key and key not in msg else msg
 

@@ -6,6 +6,7 @@ import math
 import torch
 
 from . import grad_reduce
+from .nonfinite import NonFiniteGuard
 
 
 def ds_config(cfg) -> dict:
@@ -27,9 +28,11 @@ def make_optimizer(model: torch.nn.Module, tcfg) -> torch.optim.Optimizer:
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]  # biases and norm affines
     groups = [{"params": decay, "weight_decay": tcfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    # fused: one kernel for all parameters, which also skips a step on the device when told that its gradients
+    # are not finite (framework/nonfinite.py), without a sync; on CPU also much faster than the per-tensor loop
     if tcfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=tcfg.lr, momentum=0.9)
-    return torch.optim.AdamW(groups, lr=tcfg.lr)
+        return torch.optim.SGD(groups, lr=tcfg.lr, momentum=0.9, fused=True)
+    return torch.optim.AdamW(groups, lr=tcfg.lr, fused=True)
 
 
 def warmup_cosine(optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
@@ -52,4 +55,5 @@ def build_engine(model: torch.nn.Module, cfg):
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
                                            config=ds_config(cfg))
     engine.grad_allreduce = grad_reduce.maybe_install(engine, cfg.deepspeed)  # which path, for the run's tags
+    engine.nonfinite = NonFiniteGuard(engine, cfg.trainer.nonfinite, cfg.trainer.nonfinite_patience)
     return engine

@@ -35,29 +35,47 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def resolve(run_dir: Path, tag: str | None, overrides: list[str]):
-    """(cfg, tag) of a run folder, or a one-line error."""
-    from .checkpoint import checkpoint_dir, latest
-    from .config import load_saved_config
+class UsageError(ValueError):
+    """A mistake in the command line or the run folder, in one line; `kind` prefixes it."""
+
+    def __init__(self, message: str, kind: str = "error"):
+        super().__init__(message)
+        self.kind = kind
+
+
+def resolve(run_dir: Path, tag: str | None, overrides: list[str], split: str | None = None, prog: str = "vt-eval"):
+    """(cfg, tag, split) of a run folder and the checkpoint to use (the newest complete one by default), with the
+    data and the checkpoint checked before any process group starts (framework/preflight.py)."""
+    from . import preflight
+    from .checkpoint import checkpoint_dir, newest
+    from .config import ConfigError, load_saved_config
 
     if not (run_dir / "config.yaml").is_file():
-        raise ValueError(f"{run_dir} is not a run folder (no config.yaml)")
-    tag = tag or latest(checkpoint_dir(run_dir))
-    if tag is None or not (checkpoint_dir(run_dir) / tag).is_dir():
-        raise ValueError(f"no checkpoint {tag or ''} in {checkpoint_dir(run_dir)}")
-    cfg, _ = load_saved_config(run_dir / "config.yaml", [*overrides, f"run_dir={run_dir}"])
-    return cfg, tag
+        raise UsageError(f"{run_dir} is not a run folder (no config.yaml)", f"{prog}: error")
+    last = newest(run_dir)
+    tag = tag or (last.tag if last else None)
+    if tag is None:
+        raise UsageError(f"no complete checkpoint in {checkpoint_dir(run_dir)}", f"{prog}: error")
+    try:
+        cfg, _ = load_saved_config(run_dir / "config.yaml", [*overrides, f"run_dir={run_dir}"])
+    except ConfigError as e:
+        raise UsageError(str(e), "config error") from None
+    split = split or cfg.data.eval_split
+    try:
+        preflight.evaluation(cfg, split, checkpoint_dir(run_dir) / tag)
+    except ConfigError as e:
+        raise UsageError(str(e), f"{prog}: error") from None
+    return cfg, tag, split
 
 
 def load_model(cfg, run_dir: Path, tag: str, num_outputs: int):
-    """The checkpoint's model, through DeepSpeed's loader (so any ZeRO stage and bf16 load)."""
-    from .checkpoint import checkpoint_dir
+    """The checkpoint's model, through DeepSpeed's loader (any ZeRO stage, bf16) with weights_only loading."""
+    from .checkpoint import checkpoint_dir, load_weights, read_complete
     from .engine import build_engine
     from .models import build_model
 
     engine = build_engine(build_model(cfg.model, num_outputs), cfg)
-    engine.load_checkpoint(str(checkpoint_dir(run_dir)), tag=tag, load_module_only=True,
-                           load_optimizer_states=False, load_lr_scheduler_states=False)
+    load_weights(engine, read_complete(checkpoint_dir(run_dir) / tag))
     return engine.module
 
 
@@ -132,19 +150,22 @@ def relaunch(argv: list[str], nproc: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     a, overrides = parser().parse_known_args(argv)
-    from .config import ConfigError
-
     try:
-        cfg, tag = resolve(a.run_dir, a.tag, overrides)
-    except (ConfigError, ValueError) as e:
-        print(f"vt-infer: error: {e}", file=sys.stderr)
+        cfg, tag, split = resolve(a.run_dir, a.tag, overrides, a.split, prog="vt-infer")
+    except UsageError as e:
+        print(f"{e.kind}: {e}", file=sys.stderr)
         return 2
     if a.nproc > 1 and "RANK" not in os.environ:
         return relaunch(argv, a.nproc)
+    from .checkpoint import CheckpointError
     from .env import shutdown
 
-    split = a.split or cfg.data.eval_split
-    env, tasks, results, report = run(cfg, a.run_dir, tag, split, bn_batch_stats=a.bn_batch_stats)
+    try:
+        env, tasks, results, report = run(cfg, a.run_dir, tag, split, bn_batch_stats=a.bn_batch_stats)
+    except CheckpointError as e:
+        print(f"vt-infer: error: {e}", file=sys.stderr)
+        shutdown()
+        return 2
     if env.is_main:
         out = a.out or a.run_dir / "infer" / f"{split}-{tag}"
         write_outputs(tasks, results, report, out)

@@ -17,28 +17,60 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import torch
 
-    from . import grad_reduce
-    from .env import detect, init_distributed, shutdown
-    from .trainer import Trainer
+    from . import preflight, run_lock
+    from .env import detect
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
     env = detect()
-    try:
+    try:  # before the process group: a mistake is one line, not a rank's traceback
         cfg.check_world(env.world_size)
         from .models import check_model
 
         check_model(cfg.model)  # weights that do not fit: said now, before the process group and DeepSpeed
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
+        preflight.training(cfg, env.world_size, check_lock=False)
+        lock = run_lock.acquire(cfg.run_path) if env.is_main else None  # rank 0 holds the folder for the job
+    except (ConfigError, run_lock.RunLockError) as e:
+        print(f"config error: {e}", file=sys.stderr)  # every rank: a rank-specific cause must not go unsaid
         return 2
+    try:
+        return train(cfg, raw, env)
+    finally:
+        if lock is not None:
+            run_lock.release(cfg.run_path, lock)
+
+
+def train(cfg, raw, env) -> int:
+    from . import grad_reduce
+    from .checkpoint import CheckpointError
+    from .env import init_distributed, shutdown
+    from .nonfinite import NonFiniteStop
+    from .trainer import Trainer
+
     device = init_distributed(env, shm_allreduce=grad_reduce.config_unusable(cfg.deepspeed) is None)
-    start = time.time()
-    trainer = Trainer(cfg, raw, env, device)
-    results = trainer.fit()
+    start, trainer = time.time(), None
+    try:
+        trainer = Trainer(cfg, raw, env, device)
+        results = trainer.fit()
+    except (NonFiniteStop, CheckpointError) as e:  # every rank stops at the same step
+        if env.is_main:
+            close_progress_bars()
+            print(f"vt-train: {'stopped' if isinstance(e, NonFiniteStop) else 'error'}: {e}", file=sys.stderr)
+        if trainer is not None:
+            trainer.tracker.close("FAILED")
+        shutdown()
+        return 1 if isinstance(e, NonFiniteStop) else 2
     if env.is_main:
         report(cfg, trainer, results, time.time() - start)
     shutdown()
     return 0
+
+
+def close_progress_bars() -> None:
+    """The bar of a loop left by an exception ends its line, so that the message gets a line of its own."""
+    from tqdm import tqdm
+
+    for bar in list(tqdm._instances):
+        bar.close()
 
 
 def report(cfg, trainer, results: dict, seconds: float) -> None:

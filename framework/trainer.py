@@ -12,7 +12,8 @@ import torch.distributed as dist
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from . import checkpoint, preempt
+from . import checkpoint, preempt, resume_guard
+from .atomic import write_atomic
 from .data.loader import SequenceBatch, SequenceLoader
 from .data.augment import build_augment
 from .engine import build_engine
@@ -21,9 +22,10 @@ from .evaluate import eval_loader, run_inference
 from .models import build_model
 from .models.staged import configure_checkpointing
 from .relay import Relay, Topology
+from .fingerprint import fingerprint
 from .reports import scalars, write_json
 from .tasks import TaskSet, build_tasks
-from .tracking import build_tracker, flatten
+from .tracking import build_tracker, credentials, flatten, jsonl
 from .validation import Validator
 
 
@@ -67,7 +69,7 @@ class Trainer:
     def fit(self) -> dict:
         self.resume()
         self.log_config()
-        bar = progress_bar(self.cfg.trainer.max_steps, self.step, self.env.is_main)
+        bar = progress_bar(self.cfg.trainer.max_steps, self.step, self.env.is_main and self.cfg.logging.console)
         window, batches = [], self.batches()
         for batch in batches:
             if self.step >= self.cfg.trainer.max_steps:  # e.g. resuming a run that had finished
@@ -124,24 +126,32 @@ class Trainer:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         path = self.run_dir / "config.yaml"
-        OmegaConf.save(self.raw_cfg, path)
-        self.tracker.log_params(flatten(OmegaConf.to_container(self.raw_cfg)))
+        # what took effect (a forced resume keeps a few checkpoint values), with no credentials in it
+        raw = credentials.redacted_config(self.raw_cfg)
+        for key, value in (self.resumed.kept_values() if self.resumed else {}).items():
+            OmegaConf.update(raw, key, value)
+        write_atomic(path, lambda f: f.write(OmegaConf.to_yaml(raw).encode()))
+        self.tracker.log_params(flatten(OmegaConf.to_container(raw)))
         self.tracker.set_tags({"grad_allreduce": self.engine.grad_allreduce})
         self.tracker.log_artifact(path)
 
     def log_train(self, window: list[torch.Tensor], bar) -> None:
-        totals = torch.stack(window).sum(0)
+        steps = torch.stack(window)
+        flags = self.engine.nonfinite.device_flags()  # the non-finite check rides on the window's one transfer
+        payload = torch.cat([steps[:, 0], steps.sum(0), *(f.reshape(1).to(steps.dtype) for f in flags)])
         if dist.is_initialized():  # every rank's frames count; the SP shares add up, the DP groups average
-            dist.all_reduce(totals)
+            dist.all_reduce(payload)
+        values = payload.tolist()
+        n, k = len(window), len(self.tasks.names)
         # losses are shares that add up over an SP group; the DP groups' losses average
-        window_metrics = self.tasks.window_metrics(totals.tolist(), len(window) * self.topo.dp)
-        metrics = {**{f"train/{k}": v for k, v in window_metrics.items()},
+        window_metrics = self.tasks.window_metrics(values[n:n + k], n * self.topo.dp)
+        metrics = {**{f"train/{key}": v for key, v in window_metrics.items()},
                    "train/lr": self.engine.get_lr()[0], "train/epoch": self.loader.epoch}
         bar.set_postfix(loss=f"{metrics['train/loss']:.3f}")
         self.tracker.log_metrics(metrics, self.step)
         if self.env.is_main:  # a local copy that survives any tracking-server trouble
-            with open(self.run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps({"step": self.step, **metrics}) + "\n")
+            jsonl.append(self.run_dir / "metrics.jsonl", {"step": self.step, **metrics})
+        self.engine.nonfinite.take(values[n + k:], dict(zip(range(self.step - n + 1, self.step + 1), values[:n])))
 
     def validate(self) -> None:
         """The tasks' metrics on data.val_split, logged under val/ (and to val.jsonl)."""
@@ -150,29 +160,37 @@ class Trainer:
             return
         metrics = {f"val/{k}": v for k, v in scalars(report).items()}
         self.tracker.log_metrics(metrics, self.step)
-        with open(self.run_dir / "val.jsonl", "a") as f:
-            f.write(json.dumps({"step": self.step, **metrics}) + "\n")
+        jsonl.append(self.run_dir / "val.jsonl", {"step": self.step, **metrics})
         if improved:
             print(f"\nstep {self.step}: best {self.validator.metric} so far: {self.validator.best:.4f}")
 
     # -- checkpoints -------------------------------------------------------------------------
     def save(self) -> None:
+        self.engine.nonfinite.read_pending()  # a non-finite step the window has not read stops the run first
         rank_state = {"rng": checkpoint.rng_state(), "loader": self.loader.state_dict(), "state": self.state}
         path = checkpoint.save(self.engine, self.run_dir, self.step, self.env.rank, rank_state,
-                               shared={"step": self.step})
+                               shared={"step": self.step},
+                               fingerprint=fingerprint(self.cfg, self.env.world_size, self.loader.videos))
         self.tracker.set_tags({"last_checkpoint": path.resolve()})
 
     def resume(self) -> None:
-        found = checkpoint.resolve_resume(self.cfg.trainer.resume, self.run_dir)
-        if found is None:
-            return
-        rank_state, shared = checkpoint.load(self.engine, *found, self.env.rank)
-        self.step = shared["step"]
-        self.loader.load_state_dict(rank_state["loader"])
-        self.state = rank_state["state"]
-        checkpoint.set_rng_state(rank_state["rng"])
+        """From the newest complete checkpoint (or trainer.resume's), refusing one made with other settings
+        unless trainer.resume=force (framework/resume_guard.py)."""
+        self.resumed = resume_guard.plan(self.cfg, self.env.world_size, self.loader.videos, warn=self.env.is_main)
+        if self.resumed is not None:
+            self.step = resume_guard.restore_engine(self.engine, self.resumed, self.cfg.deepspeed.grad_accum)
+        if self.resumed is not None and (self.resumed.data or self.resumed.rng):
+            rank_state = checkpoint.load_rank_state(self.resumed.ckpt, self.env.rank)
+            if self.resumed.data:
+                self.loader.load_state_dict(rank_state["loader"])
+                state = rank_state["state"]  # loaded on the CPU
+                self.state = None if state is None else tuple(t.to(self.device) for t in state)
+            if self.resumed.rng:
+                checkpoint.set_rng_state(rank_state["rng"])
         if self.env.is_main:
-            print(f"resumed from {found[0] / found[1]} at step {self.step}")
+            jsonl.keep_steps_up_to(self.run_dir / "metrics.jsonl", self.step)  # each step once, after a resume
+            if self.resumed is not None:
+                print(self.resumed.summary(self.step, self.cfg.deepspeed.grad_accum))
 
     # -- evaluation --------------------------------------------------------------------------
     def evaluate(self) -> dict:

@@ -68,6 +68,9 @@ def sbatch_dict(items: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args, overrides = parser().parse_known_args(argv)
+    import shutil
+
+    from framework import preflight
     from framework.config import ConfigError
 
     from . import sweep
@@ -84,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
             world = opts.nodes * opts.tasks_per_node
         for point in points:
             point.cfg.check_world(world)
+        if opts is not None and shutil.which("sbatch") is None:
+            raise ValueError("`sbatch` not found: run this on a SLURM login node (or use --cluster local)")
+        for point in points:  # the data, the splits, the weights, the checkpoint, the run folder's lock
+            preflight.training(point.cfg, world)
     except (ConfigError, ValueError) as e:
         print(f"{'config error' if isinstance(e, ConfigError) else 'vt-launch: error'}: {e}", file=sys.stderr)
         return 2
@@ -95,14 +102,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def submit_slurm(points, opts, wait: bool) -> int:
-    import shutil
-
     from . import slurm
 
-    if shutil.which("sbatch") is None:
-        print("vt-launch: error: `sbatch` not found: run this on a SLURM login node (or use --cluster local)",
-              file=sys.stderr)
-        return 2
     jobs = slurm.submit(points, opts, Path.cwd())
     for job, point in zip(jobs, points):
         print(slurm.describe(job, point, opts), flush=True)

@@ -34,7 +34,7 @@ class TrainJob:
 
     def __call__(self) -> dict:
         from framework import preempt, train
-        from framework.checkpoint import checkpoint_dir, latest
+        from framework.checkpoint import newest
         from framework.config import load_config
 
         os.chdir(self.workdir)  # relative data and run folders mean the same as where the job was submitted
@@ -49,11 +49,11 @@ class TrainJob:
         code = train.main(self.overrides)
         if code:
             raise RuntimeError(f"vt-train exited with status {code} (the error is in this task's log above)")
-        tag = latest(checkpoint_dir(cfg.run_path))
-        step = int(tag.removeprefix("step")) if tag else 0
+        last = newest(cfg.run_path)  # the newest complete checkpoint
+        step = last.step if last else 0
         if preempt.stopped() and step < cfg.trainer.max_steps:
             log(f"stopped by a preemption/time-limit signal at step {step}; checkpoint "
-                f"{checkpoint_dir(cfg.run_path).resolve() / tag} saved")
+                f"{last.path.resolve() if last else '(none)'} saved")
             self._requeue(submitit_handler, int(rank))
         return {"rank": int(rank), "step": step, "run_dir": str(cfg.run_path.resolve()), "requeues": self.requeues}
 

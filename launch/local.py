@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+from framework.tracking.credentials import redact
+
 
 def local_env(nproc: int, environ=os.environ) -> dict:
     env = dict(environ)
@@ -33,7 +35,7 @@ def run(points, nproc: int) -> int:
     """The runs one after the other (a sweep on one machine); the first failure's status, else 0."""
     for point in points:
         if len(points) > 1:
-            print(f"== run {point.index + 1}/{len(points)}: {' '.join(point.overrides)}", flush=True)
+            print(f"== run {point.index + 1}/{len(points)}: {redact(' '.join(point.overrides))}", flush=True)
         code = subprocess.call(torchrun_command(nproc, point.overrides), env=local_env(nproc))
         if code:
             return code

@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from framework.tracking.credentials import redact
+
 from .job import TrainJob
 from .sweep import Point
 
@@ -76,7 +78,7 @@ def describe(job, point: Point, opts: SlurmOptions) -> str:
         what += f", {opts.gpus_per_node} GPU(s) per node"
     return "\n".join([
         f"submitted SLURM job {job.job_id} ({what}) for run {point.cfg.run_path.resolve()}",
-        f"  overrides: {' '.join(point.overrides) or '(none)'}",
+        f"  overrides: {redact(' '.join(point.overrides)) or '(none)'}",
         f"  logs:      {out} (rank 0; stderr in {job.paths.stderr.name}, other ranks beside them)",
         f"  follow:    tail -F {out}",
         f"  state:     squeue -j {job.job_id}   (after it ends: sacct -j {job.job_id})",

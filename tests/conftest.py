@@ -31,6 +31,38 @@ def tiny_data(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def trained_run(tiny_data, tmp_path_factory):
+    """One finished 2-process run (40 steps, checkpoints every 10), shared by the tests that read it or resume
+    a linked copy of it."""
+    run_dir = tmp_path_factory.mktemp("run") / "uninterrupted"
+    proc = run_training(tiny_overrides(tiny_data, run_dir, "trainer.max_steps=40", "trainer.checkpoint_every=10"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir, proc
+
+
+@pytest.fixture(scope="session")
+def robust_check(tiny_data, tmp_path_factory) -> dict:
+    """tests/robust_check.py's findings (non-finite steps on real engines, safe loading, a NaN run), run once."""
+    import json
+
+    work = tmp_path_factory.mktemp("robust_check")
+    env = dict(os.environ, OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu", PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "tests/robust_check.py", str(tiny_data), str(work)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1]) | {"work": str(work)}
+
+
+def linked_copy(run_dir: Path, dest: Path) -> Path:
+    """A copy of a run folder whose files are hard links (no bytes copied): a test may delete or replace any
+    file in it, but must not write into one."""
+    import shutil
+
+    shutil.copytree(run_dir, dest, copy_function=os.link)
+    return dest
+
+
 def run_training(overrides: list[str], nproc: int = 2, timeout: int = 300, **popen) -> subprocess.CompletedProcess:
     """vt-launch with N real processes (torchrun, gloo, DeepSpeed)."""
     cmd = [sys.executable, "-m", "launch.local", f"--nproc={nproc}", *overrides]
@@ -53,15 +85,27 @@ def kill_tree(pid: int) -> None:
     psutil.wait_procs(procs, timeout=30)
 
 
+def logged_steps(run_dir: Path) -> list[int]:
+    import json
+
+    path = run_dir / "metrics.jsonl"
+    return [json.loads(line)["step"] for line in path.read_text().splitlines()] if path.is_file() else []
+
+
 def kill_after_first_checkpoint(overrides: list[str], run_dir: Path, nproc: int = 2) -> str:
-    """Start a training run, SIGKILL it as soon as its first checkpoint is complete; returns the tag of the
-    checkpoint it left (`latest` is written last, so it names a complete one)."""
+    """Start a training run, SIGKILL it once its first checkpoint is complete and a step after it is logged;
+    returns the tag of the checkpoint it left (`latest` is written after the checkpoint is complete)."""
     cmd = [sys.executable, "-m", "launch.local", f"--nproc={nproc}", *overrides]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     latest = run_dir / "checkpoints" / "latest"
+
+    def step_past_checkpoint() -> bool:
+        tag = latest.read_text().strip() if latest.is_file() else ""
+        return bool(tag) and max(logged_steps(run_dir), default=0) > int(tag.removeprefix("step"))
+
     deadline = time.time() + 240
-    while not (latest.is_file() and latest.read_text().strip()) and time.time() < deadline:
+    while not step_past_checkpoint() and time.time() < deadline:
         assert proc.poll() is None, "the run ended before it could be killed"
         time.sleep(0.05)
     kill_tree(proc.pid)

@@ -21,6 +21,7 @@ from tests.conftest import REPO, run_training, tiny_overrides
 pytestmark = pytest.mark.mlflow_server
 
 FIRST_STEPS, TOTAL_STEPS = 8, 40
+SECRET = "s3cret-token"
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +94,10 @@ def resumed_run(offline_run, server, tiny_data):
     """Phase 2: resume with more steps; the server is killed mid-run and started again while training goes on."""
     run_dir, *_ = offline_run
     run_id = record(run_dir)["run_id"]
+    # with credentials in the URI, as for a server behind basic auth (this one ignores them): used, not stored
+    with_credentials = server.uri.replace("http://", f"http://alice:{SECRET}@")
     overrides = tiny_overrides(tiny_data, run_dir, f"trainer.max_steps={TOTAL_STEPS}",
-                               f"logging.mlflow.tracking_uri={server.uri}")
+                               f"logging.mlflow.tracking_uri={with_credentials}")
     cmd = [sys.executable, "-m", "launch.local", "--nproc=2", *overrides]
     with open(run_dir.parent / "resumed.log", "w") as log:
         job = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True)
@@ -177,6 +180,18 @@ def test_params_metrics_artifacts_and_tags_read_back(resumed_run, server, tmp_pa
     assert run.data.tags["last_checkpoint"] == str(run_dir / "checkpoints" / f"step{TOTAL_STEPS:08d}")
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     assert run.data.tags["git_commit"] == head
+
+
+def test_the_credentials_of_the_tracking_uri_are_nowhere_in_the_run(resumed_run, server):
+    """Not in config.yaml, mlflow_run.json, the outbox, the job's output, or the run's params and artifacts."""
+    run_dir, returncode, output, _ = resumed_run
+    assert returncode == 0, output[-3000:]
+    assert record(run_dir)["tracking_uri"] == server.uri
+    assert f"tracking_uri: {server.uri.replace('http://', 'http://***@')}" in (run_dir / "config.yaml").read_text()
+    files = [p for p in run_dir.iterdir() if p.is_file() and p.suffix in (".yaml", ".json", ".jsonl", ".log")]
+    assert all(SECRET not in p.read_text() for p in files) and SECRET not in output
+    run = client(server).get_run(record(run_dir)["run_id"])
+    assert all(SECRET not in str(v) for v in run.data.params.values())
 
 
 def test_sync_refuses_a_folder_without_an_outbox(tmp_path):

@@ -111,3 +111,53 @@ def test_sync_to_another_store_gets_the_whole_history(tmp_path, capsys):
     c = MlflowClient(tracking_uri=other)
     assert [m.step for m in c.get_metric_history(run_id, "train/loss")] == [1, 2, 3]
     assert c.get_run(run_id).info.status == "FINISHED"
+
+
+def test_a_torn_line_is_set_aside_and_delivery_goes_on(tmp_path):
+    """A job killed mid-append leaves half a line. Before, it glued itself to the next entry and every later
+    delivery failed on it (the valid entries before it in the same chunk included), so vt-mlflow-sync kept
+    saying "run this again later"."""
+    from framework.tracking.outbox import Outbox, open_record
+    from framework.tracking.sync import main as sync
+
+    open_record(tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}", "unit", "unit")
+    box = Outbox(tmp_path)
+    box.append({"op": "status", "ts": 1, "status": "RUNNING"})
+    for step in (1, 2):
+        box.append({"op": "metrics", "ts": 1000 + step, "step": step, "values": {"train/loss": 1.0 / step}})
+    with open(box.path, "ab") as f:
+        f.write(b'{"op": "metrics", "ts": 1003, "st')  # the kill
+    box.append({"op": "metrics", "ts": 1004, "step": 4, "values": {"train/loss": 0.25}})  # the resumed job
+    assert sync([str(tmp_path)]) == 0
+    c, run_id = store(tmp_path)
+    assert [m.step for m in c.get_metric_history(run_id, "train/loss")] == [1, 2, 4]
+    rejected = [json.loads(line) for line in (tmp_path / REJECTED).read_text().splitlines()]
+    assert rejected == [{"line": '{"op": "metrics", "ts": 1003, "st\n',
+                         "error": "not a complete JSON line (a torn write)"}]
+    assert RunRecord.load(tmp_path).delivered == box.size()
+
+
+def test_credentials_in_the_tracking_uri_are_used_but_never_stored_or_printed(tmp_path, monkeypatch, capsys):
+    """https://user:token@host: the user info goes to MLflow's environment variables (which its client sends);
+    the record, the outbox, what is printed and the saved config show none of it."""
+    from omegaconf import OmegaConf
+
+    from framework.tracking.credentials import ENV_PASSWORD, ENV_USER, redacted_config
+
+    for var in (ENV_USER, ENV_PASSWORD):
+        monkeypatch.setenv(var, "unset")  # restored after the test, whatever the tracker sets
+    uri = "http://alice:s3cret@127.0.0.1:9"  # the discard port: nothing answers, the entries wait
+    cfg = SimpleNamespace(tracking_uri=uri, experiment="unit", run_name=None, system_metrics_every_s=None,
+                          log_checkpoint=False)
+    tracker = MlflowTracker(tmp_path, cfg, "unit", tags={})
+    tracker.log_params({"lr": 0.1})
+    assert os.environ[ENV_USER] == "alice" and os.environ[ENV_PASSWORD] == "s3cret"
+    assert RunRecord.load(tmp_path).tracking_uri == "http://127.0.0.1:9"
+    assert tracker.ui_command in (None, "open http://127.0.0.1:9")
+    tracker.close()
+    raw = OmegaConf.create({"logging": {"mlflow": {"tracking_uri": uri}}})
+    assert OmegaConf.to_yaml(redacted_config(raw)) == "logging:\n  mlflow:\n    tracking_uri: http://***@127.0.0.1:9\n"
+    printed = capsys.readouterr()
+    files = [p.read_text() for p in tmp_path.iterdir() if p.is_file() and p.suffix in (".json", ".jsonl")]
+    assert all("s3cret" not in text for text in [printed.out, printed.err, *files])
+    assert f"set {ENV_USER} and {ENV_PASSWORD} instead" in printed.err

@@ -7,15 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO, checkpoint_states, final_weights, kill_after_first_checkpoint, run_training, tiny_overrides
+from tests.conftest import (REPO, checkpoint_states, final_weights, kill_after_first_checkpoint, logged_steps,
+                            run_training, tiny_overrides)
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_data, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("run") / "uninterrupted"
-    proc = run_training(tiny_overrides(tiny_data, run_dir, "trainer.max_steps=40", "trainer.checkpoint_every=10"))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return run_dir, proc
+def trained(trained_run):
+    return trained_run
 
 
 def test_loss_decreases(trained):
@@ -67,6 +65,7 @@ def test_resume_after_kill_is_bitwise_identical(trained, tiny_data, tmp_path):
     killed_at = kill_after_first_checkpoint(overrides, run_dir)
     assert killed_at in ("step00000010", "step00000020", "step00000030"), killed_at
 
+    assert max(logged_steps(run_dir)) > int(killed_at.removeprefix("step")), "steps past the checkpoint logged"
     resumed = run_training(overrides)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed from {run_dir / 'checkpoints' / killed_at}" in resumed.stdout
@@ -74,18 +73,27 @@ def test_resume_after_kill_is_bitwise_identical(trained, tiny_data, tmp_path):
     assert want.keys() == got.keys()
     for name in want:
         assert torch.equal(want[name], got[name]), name
+    # the steps the killed job logged after its checkpoint were trained again, and are logged once
+    assert logged_steps(run_dir) == list(range(1, 41))
 
 
 @pytest.mark.parametrize("options", [
     ["deepspeed.zero_stage=1"],
-    ["deepspeed.zero_stage=2", "deepspeed.bf16=true", "deepspeed.grad_accum=2"],
+    ["deepspeed.zero_stage=2", "deepspeed.bf16=true", "deepspeed.grad_accum=2", "logging.console=false"],
 ])
 def test_engine_options_train(tiny_data, tmp_path, options):
-    """ZeRO stages, bf16 and gradient accumulation come from the config and train on 2 gloo processes."""
+    """ZeRO stages, bf16 and gradient accumulation come from the config and train on 2 gloo processes; each
+    checkpoint's completion marker lists every rank's files (the optimizer shards of both ranks included)."""
     run_dir = tmp_path / "run"
     proc = run_training(tiny_overrides(tiny_data, run_dir, "trainer.max_steps=6", "trainer.eval=false",
                                        "logging.mlflow.enabled=false", *options))
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert ("train:" in proc.stderr) == ("logging.console=false" not in options)  # the progress bar
+    ckpt = run_dir / "checkpoints" / "step00000006"
+    listed = json.loads((ckpt / "complete.json").read_text())["files"]
+    assert listed == {f.name: f.stat().st_size for f in ckpt.iterdir() if f.name != "complete.json"}
+    assert {"trainer_state_rank0.pt", "trainer_state_rank1.pt"} <= listed.keys()
+    assert sum("optim_states" in name for name in listed) == 2
     losses = [json.loads(line)["train/loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert len(losses) == 6 and all(0 < x < 10 for x in losses)
     accum = 2 if "deepspeed.grad_accum=2" in options else 1
@@ -96,10 +104,11 @@ def test_engine_options_train(tiny_data, tmp_path, options):
 
 
 def test_vt_eval_reproduces_the_runs_own_evaluation(trained):
-    """Evaluating the final checkpoint again, in one process, gives the metrics the 2-process run wrote."""
+    """Evaluating the final checkpoint again, in one process, gives the metrics the 2-process run wrote
+    (overrides and options in any order)."""
     run_dir, _ = trained
-    proc = subprocess.run([sys.executable, "-m", "framework.eval", str(run_dir)], cwd=REPO, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "framework.eval", str(run_dir), "--tag", "step00000040",
+                           "data.num_workers=1"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     printed = json.loads(proc.stdout[proc.stdout.rindex("{\n"):])
     assert printed == json.loads((run_dir / "eval.json").read_text())

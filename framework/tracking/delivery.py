@@ -8,12 +8,12 @@ overwrite themselves; the run is found by its `run_dir` tag before a new one is 
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from itertools import groupby
 from pathlib import Path
 
+from .jsonl import append
 from .outbox import REJECTED, Outbox, RunRecord, delivery_lock
 
 log = logging.getLogger(__name__)
@@ -70,18 +70,24 @@ class Delivery:
     def deliver_chunk(self) -> int:
         with delivery_lock(self.run_dir):
             record = RunRecord.load(self.run_dir)  # re-read: another deliverer may have moved it on
-            entries = self.outbox.read(record.delivered, CHUNK)
-            if not entries:
+            entries, torn = self.outbox.read(record.delivered, CHUNK)
+            if not entries and torn is None:
                 return 0
             client = self.client(record.tracking_uri)
-            if record.run_id is None:
+            if entries and record.run_id is None:
                 record.run_id = find_or_create_run(client, record, self.run_dir, entries[0][0].get("ts"))
                 record.save(self.run_dir)
             for group in batches(entries):
                 self.send(client, record.run_id, [entry for entry, _ in group])
                 record.delivered = group[-1][1]
                 record.save(self.run_dir)
-            return len(entries)
+            if torn is not None:  # a line that cannot be delivered must not hold up the ones after it
+                self.set_aside({"line": torn[0].decode(errors="replace")}, "not a complete JSON line (a torn write)")
+                log.warning("a torn line in %s (a job killed mid-write?) is kept in %s; delivery goes on",
+                            self.outbox.path, self.run_dir / REJECTED)
+                record.delivered = torn[1]
+                record.save(self.run_dir)
+            return len(entries) + (torn is not None)
 
     def send(self, client, run_id: str, entries: list[dict]) -> None:
         try:
@@ -94,11 +100,11 @@ class Delivery:
                     self.send(client, run_id, [entry])
                 return
             # refused for good: set aside (not lost) so that one bad value cannot block the rest of the run
-            with open(self.run_dir / REJECTED, "a") as f:
-                for entry in entries:
-                    f.write(json.dumps({"entry": entry, "error": str(e)}) + "\n")
-            log.warning("MLflow refused a tracking entry (%s); kept in %s", e,
-                        self.run_dir / REJECTED)
+            self.set_aside({"entry": entries[0]}, str(e))
+            log.warning("MLflow refused a tracking entry (%s); kept in %s", e, self.run_dir / REJECTED)
+
+    def set_aside(self, what: dict, error: str) -> None:
+        append(self.run_dir / REJECTED, {**what, "error": error})
 
 
 def batches(entries: list[tuple[dict, int]]) -> list[list[tuple[dict, int]]]:

@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import Tracker, mlflow_executable
+from . import Tracker, credentials, mlflow_executable
 from .delivery import Delivery, configure_http
 from .outbox import Outbox, RunRecord, open_record
 
@@ -73,7 +73,8 @@ class MlflowTracker(Tracker):
         configure_http()
         self.run_dir = Path(run_dir).resolve()
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.uri = cfg.tracking_uri or f"sqlite:///{self.run_dir / 'mlflow.db'}"
+        # credentials in the URI go to MLflow's environment variables; the record and every print get it without
+        self.uri = credentials.adopt(cfg.tracking_uri) or f"sqlite:///{self.run_dir / 'mlflow.db'}"
         open_record(self.run_dir, self.uri, cfg.experiment, cfg.run_name or run_name)
         self.outbox = Outbox(self.run_dir)
         self.system = self._system_metrics(cfg.system_metrics_every_s)

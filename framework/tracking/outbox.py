@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..atomic import write_json
+from .jsonl import append_line, parse
 
 OUTBOX = "mlflow_outbox.jsonl"
 RECORD = "mlflow_run.json"
@@ -33,27 +34,30 @@ class Outbox:
         self._lock = threading.Lock()
 
     def append(self, entry: dict) -> None:
-        line = json.dumps(entry) + "\n"
-        with self._lock, open(self.path, "a") as f:
-            # one write of a whole line: a reader (or a kill) never sees half an entry as complete
-            f.write(line)
+        with self._lock:
+            append_line(self.path, json.dumps(entry) + "\n")  # after a torn line of a killed job: on a new line
 
     def size(self) -> int:
         return self.path.stat().st_size if self.path.is_file() else 0
 
-    def read(self, offset: int, limit: int) -> list[tuple[dict, int]]:
-        """Up to `limit` complete entries from byte `offset`, each with the offset just past it."""
-        out = []
+    def read(self, offset: int, limit: int) -> tuple[list[tuple[dict, int]], tuple[bytes, int] | None]:
+        """Up to `limit` complete entries from byte `offset`, each with the offset just past it; and, if the
+        chunk ends at a line that does not parse (torn by a kill or a full disk), that line and the offset
+        past it, so that it is set aside in its place in the order."""
+        entries = []
         if not self.path.is_file():
-            return out
+            return entries, None
         with open(self.path, "rb") as f:
             f.seek(offset)
             for raw in f:
-                if not raw.endswith(b"\n") or len(out) >= limit:  # a line still being written waits
+                if not raw.endswith(b"\n") or len(entries) >= limit:  # a line still being written waits
                     break
                 offset += len(raw)
-                out.append((json.loads(raw), offset))
-        return out
+                entry = parse(raw)
+                if entry is None:
+                    return entries, (raw, offset)
+                entries.append((entry, offset))
+        return entries, None
 
 
 @dataclass

@@ -9,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from . import credentials
 from .delivery import Delivery, configure_http, is_rejection
 from .mlflow_tracker import short
 from .outbox import OUTBOX, REJECTED, RunRecord, open_record
@@ -24,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     if record is None or not (run_dir / OUTBOX).is_file():
         parser.error(f"{args.run_dir} holds no MLflow outbox (no {OUTBOX} and mlflow_run.json)")
     if args.tracking_uri:
-        record = open_record(run_dir, args.tracking_uri, record.experiment, record.run_name)
+        uri = credentials.adopt(args.tracking_uri)  # user info used, not stored in mlflow_run.json
+        record = open_record(run_dir, uri, record.experiment, record.run_name)
     configure_http()
     delivery = Delivery(run_dir)
     try:
