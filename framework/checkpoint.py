@@ -34,6 +34,7 @@ from .atomic import write_atomic, write_json
 
 MARKER = "complete.json"
 LATEST = "latest"
+BEST = "best"  # names the checkpoint of the best validation so far (trainer.best_metric)
 
 
 class CheckpointError(ValueError):
@@ -100,6 +101,30 @@ def read_pointer(ckpt_dir: Path, name: str = LATEST) -> str | None:
 
 def write_pointer(ckpt_dir: Path, name: str, tag: str) -> None:
     write_atomic(Path(ckpt_dir) / name, lambda f: f.write(tag.encode()))
+
+
+def prune(ckpt_dir: Path, keep_last: int) -> list[Path]:
+    """trainer.keep_last: delete all but the newest `keep_last` complete checkpoints, and the incomplete folders
+    older than the newest complete one (left by kills), but never a checkpoint `latest` or `best` names. Run by
+    rank 0 once a save is complete on every rank. Returns the folders deleted."""
+    import shutil
+
+    d = Path(ckpt_dir)
+    done = complete(d)
+    if not done:
+        return []
+    keep = {c.tag for c in done[-keep_last:]} | {read_pointer(d, LATEST), read_pointer(d, BEST)}
+    newest_step = done[-1].step
+    doomed = [c.path for c in done if c.tag not in keep]
+    doomed += [p for p in tags(d) if read_complete(p) is None and p.name not in keep and _step_of(p) < newest_step]
+    for path in doomed:
+        shutil.rmtree(path, ignore_errors=True)
+    return doomed
+
+
+def _step_of(path: Path) -> int:
+    m = re.fullmatch(r"step(\d+)", path.name)
+    return int(m[1]) if m else -1
 
 
 def newest(run_dir) -> Checkpoint | None:
@@ -169,8 +194,10 @@ def why_incomplete(path: Path) -> str:
 
 
 # -- saving ----------------------------------------------------------------------------------------
-def save(engine, run_dir, step: int, rank: int, rank_state: dict, shared: dict, fingerprint: dict) -> Path:
-    """Every rank calls this together. Returns the checkpoint folder, complete when this returns."""
+def save(engine, run_dir, step: int, rank: int, rank_state: dict, shared: dict, fingerprint: dict,
+         best: bool = False) -> Path:
+    """Every rank calls this together. Returns the checkpoint folder, complete when this returns. best: the
+    `best` pointer names it too (written before `latest`, so a kill between them cannot lose a best)."""
     import torch.distributed as dist
 
     refuse_nonfinite_weights(engine.module, step)
@@ -191,6 +218,8 @@ def save(engine, run_dir, step: int, rank: int, rank_state: dict, shared: dict, 
         listed = {name: size for part in everyone for name, size in part.items()}
         write_json(path / MARKER, {"step": step, "world_size": dist.get_world_size(), "files": listed,
                                    "fingerprint": fingerprint})
+        if best:
+            write_pointer(d, BEST, tag)
         write_pointer(d, LATEST, tag)
     dist.barrier()  # no rank leaves (to exit, or to requeue) before the checkpoint is complete
     return path

@@ -154,6 +154,7 @@ class TrainerConfig:
     eval_every: int = 0  # steps between validations on data.val_split (0: none); logged under val/
     best_metric: Optional[str] = None  # a number of the validation report, e.g. phase/frame_pooled/f1; keeps `best`
     best_mode: str = "max"  # max | min: which way best_metric improves
+    keep_last: Optional[int] = None  # keep the newest N checkpoints (and those `latest` and `best` name); null: all
     sp: int = 1  # sequence-parallel ranks per sequence group (world = DP × SP); see framework/relay.py
     handoff: str = "exact"  # exact (gradients cross ranks) | detached (truncated BPTT at rank boundaries)
     # a non-finite loss or gradient norm (framework/nonfinite.py): stop (the run ends, naming the step) | skip
@@ -171,6 +172,8 @@ class TrainerConfig:
         _require(self.log_every >= 1, "trainer.log_every must be >= 1")
         _require(0 <= self.warmup_steps, "trainer.warmup_steps must be >= 0")
         _require(self.eval_every >= 0, f"trainer.eval_every must be >= 0, got {self.eval_every}")
+        _require(self.keep_last is None or self.keep_last >= 1, f"trainer.keep_last must be >= 1 or null, "
+                 f"got {self.keep_last}")
         _require(self.best_mode in ("max", "min"), f"trainer.best_mode={self.best_mode!r}: max or min")
         _require(self.best_metric is None or self.eval_every > 0,
                  "trainer.best_metric needs trainer.eval_every > 0 (the best checkpoint is chosen on validation)")

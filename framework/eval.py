@@ -13,7 +13,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vt-eval", description=__doc__)
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--split", default=None, help="split to evaluate (default: the run's data.eval_split)")
-    parser.add_argument("--tag", default=None, help="checkpoint tag (default: the newest complete one)")
+    parser.add_argument("--tag", default=None, help="checkpoint tag, or best / latest (default: the newest "
+                                                    "complete one)")
     parser.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. data.root=/other/shards")
     a = parser.parse_intermixed_args(argv)  # `RUN --tag T key=v` and `RUN key=v --tag T` alike
     from .infer import UsageError, resolve

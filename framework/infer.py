@@ -25,7 +25,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vt-infer", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("run_dir", type=Path)
     p.add_argument("--split", default=None, help="split to run over (default: the run's data.eval_split)")
-    p.add_argument("--tag", default=None, help="checkpoint tag (default: the latest)")
+    p.add_argument("--tag", default=None, help="checkpoint tag, or best / latest (default: the newest complete "
+                                               "one)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: RUN_DIR/infer/<split>-<tag>)")
     p.add_argument("--nproc", type=int, default=1, help="processes on this machine; they split the videos")
     p.add_argument("--no-mlflow", action="store_true", help="do not log to the run's MLflow run")
@@ -47,11 +48,13 @@ def resolve(run_dir: Path, tag: str | None, overrides: list[str], split: str | N
     """(cfg, tag, split) of a run folder and the checkpoint to use (the newest complete one by default), with the
     data and the checkpoint checked before any process group starts (framework/preflight.py)."""
     from . import preflight
-    from .checkpoint import checkpoint_dir, newest
+    from .checkpoint import BEST, LATEST, checkpoint_dir, newest, read_pointer
     from .config import ConfigError, load_saved_config
 
     if not (run_dir / "config.yaml").is_file():
         raise UsageError(f"{run_dir} is not a run folder (no config.yaml)", f"{prog}: error")
+    if tag in (LATEST, BEST):  # the pointers' names, e.g. --tag best
+        tag = read_pointer(checkpoint_dir(run_dir), tag) or tag
     last = newest(run_dir)
     tag = tag or (last.tag if last else None)
     if tag is None:

@@ -59,7 +59,7 @@ class Trainer:
         self.engine = build_engine(build_model(cfg.model, self.tasks.out_dim), cfg)
         self.relay = Relay(self.engine.module.head, self.topo, cfg.trainer.handoff)
         self.state = self.engine.module.initial_state(d.batch_size, device=device)  # carried across batches
-        self.step = 0
+        self.step, self.saved_step = 0, None
         self.run_dir = cfg.run_path
         self.tracker = build_tracker(cfg, env.is_main)
         self.validator = Validator(cfg, env.rank, env.world_size, self.tasks)  # trainer.eval_every
@@ -85,7 +85,8 @@ class Trainer:
             if preempt.should_stop():  # preempt: a signal reached some rank; all save here and leave
                 self.save()
                 break
-            if self.step % self.cfg.trainer.checkpoint_every == 0 or self.step == self.cfg.trainer.max_steps:
+            due = self.step % self.cfg.trainer.checkpoint_every == 0 or self.step == self.cfg.trainer.max_steps
+            if due and self.saved_step != self.step:  # a new best may have been saved at this step already
                 self.save()
         bar.close()
         batches.close()  # stop the loader's reader threads now, not in the interpreter's shutdown
@@ -154,24 +155,33 @@ class Trainer:
         self.engine.nonfinite.take(values[n + k:], dict(zip(range(self.step - n + 1, self.step + 1), values[:n])))
 
     def validate(self) -> None:
-        """The tasks' metrics on data.val_split, logged under val/ (and to val.jsonl)."""
+        """The tasks' metrics on data.val_split, logged under val/ (and to val.jsonl); a new best of
+        trainer.best_metric is checkpointed at once and named by the `best` pointer."""
         report, improved = self.validator.run(self.engine.module, self.device, self.step, self.env.is_main)
-        if not self.env.is_main:
-            return
-        metrics = {f"val/{k}": v for k, v in scalars(report).items()}
-        self.tracker.log_metrics(metrics, self.step)
-        jsonl.append(self.run_dir / "val.jsonl", {"step": self.step, **metrics})
-        if improved:
-            print(f"\nstep {self.step}: best {self.validator.metric} so far: {self.validator.best:.4f}")
+        if self.env.is_main:
+            metrics = {f"val/{k}": v for k, v in scalars(report).items()}
+            self.tracker.log_metrics(metrics, self.step)
+            jsonl.append(self.run_dir / "val.jsonl", {"step": self.step, **metrics})
+        if improved:  # every rank: the report, and so the decision, is the same on all
+            self.save(best=True)
+            if self.env.is_main:
+                print(f"\nstep {self.step}: best {self.validator.metric} so far: {self.validator.best:.4f}")
 
     # -- checkpoints -------------------------------------------------------------------------
-    def save(self) -> None:
+    def save(self, best: bool = False) -> None:
+        """A complete checkpoint of this step (every rank); best: also the one `best` names. Then, with
+        trainer.keep_last, the older ones go (never those `latest` or `best` name)."""
         self.engine.nonfinite.read_pending()  # a non-finite step the window has not read stops the run first
-        rank_state = {"rng": checkpoint.rng_state(), "loader": self.loader.state_dict(), "state": self.state}
+        rank_state = {"rng": checkpoint.rng_state(), "loader": self.loader.state_dict(), "state": self.state,
+                      "validation": self.validator.state_dict()}
         path = checkpoint.save(self.engine, self.run_dir, self.step, self.env.rank, rank_state,
                                shared={"step": self.step},
-                               fingerprint=fingerprint(self.cfg, self.env.world_size, self.loader.videos))
-        self.tracker.set_tags({"last_checkpoint": path.resolve()})
+                               fingerprint=fingerprint(self.cfg, self.env.world_size, self.loader.videos), best=best)
+        self.saved_step = self.step
+        if self.env.is_main and self.cfg.trainer.keep_last:
+            checkpoint.prune(path.parent, self.cfg.trainer.keep_last)
+        self.tracker.set_tags({"last_checkpoint": path.resolve(), **({"best_checkpoint": path.resolve()} if best
+                                                                      else {})})
 
     def resume(self) -> None:
         """From the newest complete checkpoint (or trainer.resume's), refusing one made with other settings
@@ -187,8 +197,10 @@ class Trainer:
                 self.state = None if state is None else tuple(t.to(self.device) for t in state)
             if self.resumed.rng:
                 checkpoint.set_rng_state(rank_state["rng"])
+            self.validator.load_state_dict(rank_state.get("validation", {}))  # the best so far goes on
         if self.env.is_main:
-            jsonl.keep_steps_up_to(self.run_dir / "metrics.jsonl", self.step)  # each step once, after a resume
+            for name in ("metrics.jsonl", "val.jsonl"):  # each step once, after a resume
+                jsonl.keep_steps_up_to(self.run_dir / name, self.step)
             if self.resumed is not None:
                 print(self.resumed.summary(self.step, self.cfg.deepspeed.grad_accum))
 
