@@ -30,6 +30,19 @@ def tiny_data(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def engine_check(tiny_data, tmp_path_factory) -> list[dict]:
+    """The rows tests/engine_check.py prints (one process, real Trainers): one-pass step, DeepSpeed passthrough."""
+    import json
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu", PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-m", "tests.engine_check", str(tiny_data),
+                           str(tmp_path_factory.mktemp("engine_check"))], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+
+
 def run_training(overrides: list[str], nproc: int = 2, timeout: int = 300, **popen) -> subprocess.CompletedProcess:
     """vt-launch with N real processes (torchrun, gloo, DeepSpeed)."""
     cmd = [sys.executable, "-m", "launch.local", f"--nproc={nproc}", *overrides]
