@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Dict, Optional
 
 CONFIG_DIR = Path(os.environ.get("VT_CONFIG_DIR", Path(__file__).resolve().parents[1] / "configs"))
 
@@ -126,6 +126,10 @@ class DeepSpeedConfig:
     # CPU ranks on one machine: reduce gradients through DeepSpeed's shared-memory kernel where it can run
     # (framework/grad_reduce.py says when); elsewhere, and with false, DeepSpeed's own reduction
     shm_allreduce: bool = True
+    # any other DeepSpeed option (framework/ds_config.py): a JSON file of the user's, then a dict merged over it;
+    # a key the options above set may only repeat their value
+    config_file: Optional[str] = None
+    extra: Dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         _require(self.zero_stage in (0, 1, 2, 3), f"deepspeed.zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
@@ -194,6 +198,9 @@ class Config:
         _require(chunk is None or self.data.seq_len % chunk == 0,
                  f"data.seq_len={self.data.seq_len} is not a multiple of model.frame_chunk={chunk}")
         _require(self.deepspeed.zero_stage < 3, ZERO3_REFUSAL)
+        from .ds_config import build
+
+        build(self)  # the user's DeepSpeed options: a contradiction stops here, before any process starts
 
     def check_world(self, world_size: int) -> None:
         """What can only be checked once the number of processes is known."""
@@ -243,6 +250,8 @@ def _one_line(e: BaseException) -> str:
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     msg = lines[0] if lines else type(e).__name__
     key = getattr(e, "full_key", None)
+    if key and key.startswith("deepspeed.extra.") and "not in struct" in msg:  # Hydra adds keys only with a +
+        return f"{key}: a DeepSpeed option the config does not have yet needs Hydra's `+`: +{key}...=VALUE"
     return f"{key}: {msg}" if key and key not in msg else msg
 
 

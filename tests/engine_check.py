@@ -1,15 +1,20 @@
-"""One process, real Trainers on real shards; prints one JSON line per check (read by tests/test_relay.py through the `engine_check` fixture, so the imports and the set-up are paid once).
+"""One process, real Trainers on real shards; prints one JSON line per check (read by tests/test_relay.py and
+tests/test_ds_config.py through the `engine_check` fixture, so the imports and the set-up are paid once).
 
     python -m tests.engine_check DATA_ROOT RUN_DIR
 
 one_pass: the Trainer's step at sp=1 in one pass (forward, engine.backward(loss)) against the relay's two passes
 (the head's autograd.grad, then a surrogate backward): for each head, two Trainers from the same seed train the
 same batches, one with each path; are the weights, the per-step rows and the carried states bitwise equal?
+
+passthrough: a Trainer with deepspeed.config_file (docs/examples/deepspeed.json) and deepspeed.extra at ZeRO 2:
+the options DeepSpeed's engine parsed, and two training steps through it.
 """
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import torch
 
@@ -19,6 +24,7 @@ from framework.trainer import Trainer
 
 STEPS = 3
 HEADS = {"lstm": ["model.dropout=0.3", "model.layers=2"], "linear": ["model.dropout=0.3"]}  # dropout: RNG use
+EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "deepspeed.json"
 
 
 def config(data: str, run_dir: str, *extra: str):
@@ -55,10 +61,25 @@ def one_pass(data: str, run_dir: str, env, device) -> None:
                           "tensors_trained": [one[3], relay[3], len(one[1])]}), flush=True)
 
 
+def passthrough(data: str, run_dir: str, env, device) -> None:
+    cfg, raw = config(data, f"{run_dir}/passthrough", "deepspeed.zero_stage=2", f"deepspeed.config_file={EXAMPLE}",
+                      "+deepspeed.extra.zero_optimization.reduce_bucket_size=123456")
+    trainer, _, rows, trained = train(cfg, raw, env, device, 2)
+    e = trainer.engine
+    print(json.dumps({"check": "passthrough", "zero_stage": e.zero_optimization_stage(),
+                      "overlap_comm": e.zero_overlap_comm(), "contiguous_gradients": e.zero_contiguous_gradients(),
+                      "reduce_bucket_size": e.zero_reduce_bucket_size(),
+                      "allgather_bucket_size": e.zero_allgather_bucket_size(),
+                      "communication_data_type": str(e.communication_data_type),
+                      "optimizer": type(e.optimizer).__name__, "finite_losses": bool(rows[:, 0].isfinite().all()),
+                      "tensors_trained": trained}), flush=True)
+
+
 def main(data: str, run_dir: str) -> int:
     env = detect()
     device = init_distributed(env)
     one_pass(data, run_dir, env, device)
+    passthrough(data, run_dir, env, device)
     shutdown()
     return 0
 
