@@ -150,10 +150,15 @@ class TrainerConfig:
     eval: bool = True  # evaluate on data.eval_split at the end
     sp: int = 1  # sequence-parallel ranks per sequence group (world = DP × SP); see framework/relay.py
     handoff: str = "exact"  # exact (gradients cross ranks) | detached (truncated BPTT at rank boundaries)
+    # how long a collective waits for a peer: a rank that dies or hangs stops the others after at most this
+    # long (a killed one at once: its connections close). Above the longest legitimate wait: a checkpoint
+    # write, one rank's longer evaluation, the first step's compilation.
+    collective_timeout_s: float = 1800.0
 
     def __post_init__(self):
         _require(self.sp >= 1, f"trainer.sp must be >= 1, got {self.sp}")
         _require(self.handoff in ("exact", "detached"), f"trainer.handoff={self.handoff!r}: exact or detached")
+        _require(self.collective_timeout_s > 0, f"trainer.collective_timeout_s must be > 0, got {self.collective_timeout_s}")
         _require(self.max_steps >= 1, f"trainer.max_steps must be >= 1, got {self.max_steps}")
         _require(self.lr > 0, f"trainer.lr must be > 0, got {self.lr}")
         _require(self.optimizer in ("adamw", "sgd"), f"trainer.optimizer={self.optimizer!r}: adamw or sgd")

@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from . import grad_reduce
-    from .env import detect, init_distributed, shutdown
+    from .env import EnvironmentError_, detect, init_distributed, shutdown
     from .trainer import Trainer
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
@@ -28,7 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
-    device = init_distributed(env, shm_allreduce=grad_reduce.config_unusable(cfg.deepspeed) is None)
+    try:
+        device = init_distributed(env, shm_allreduce=grad_reduce.config_unusable(cfg.deepspeed) is None,
+                                  timeout_s=cfg.trainer.collective_timeout_s)
+    except EnvironmentError_ as e:
+        print(f"vt-train: error: {e}", file=sys.stderr)
+        return 2
     start = time.time()
     trainer = Trainer(cfg, raw, env, device)
     results = trainer.fit()
