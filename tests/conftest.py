@@ -54,6 +54,49 @@ def tiny_overrides(data: Path, run_dir: Path, *extra: str) -> list[str]:
             "trainer.lr=0.0003", "trainer.warmup_steps=2", "trainer.log_every=1", *extra]
 
 
+# sequence parallelism runs compared across layouts (tests/test_sp_train.py, tests/test_slurm.py). SGD: its update
+# is linear in the gradient, so the runs differ only by float rounding. (AdamW's update is the gradient's sign
+# for near-zero gradients, which turns rounding into lr-sized differences on a few biases.)
+SP_STEPS = ["trainer.max_steps=4", "trainer.checkpoint_every=2", "trainer.optimizer=sgd", "trainer.lr=0.01",
+            "trainer.eval=false", "logging.mlflow.enabled=false", "model.head=gru"]
+
+
+# each step's gradients agree to ≈5e-7 (tests/test_relay.py); the rounding then grows with every optimizer
+# step, so the runs are compared after a few steps, with room for that growth
+SP_TOLERANCE = 1e-6
+
+
+def sp_overrides(data: Path, run_dir: Path, sp: int) -> list[str]:
+    """SP=sp ranks × 8/sp frames each: the same sequences whatever sp (sp=1: one process holds them whole)."""
+    return tiny_overrides(data, run_dir, f"data.seq_len={8 // sp}", f"trainer.sp={sp}", *SP_STEPS)
+
+
+@pytest.fixture(scope="session")
+def sp2_run(tiny_data, tmp_path_factory) -> Path:
+    """2 local processes, SP=2, exact handoff, 4 steps."""
+    run_dir = tmp_path_factory.mktemp("sp") / "sp2"
+    proc = run_training(sp_overrides(tiny_data, run_dir, 2))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def whole_sequence_run(tiny_data, tmp_path_factory) -> Path:
+    """One process holding the sequences of sp2_run whole (8 frames)."""
+    run_dir = tmp_path_factory.mktemp("sp") / "single"
+    proc = run_training(sp_overrides(tiny_data, run_dir, 1), nproc=1)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir
+
+
+def global_relative_difference(a: dict, b: dict) -> float:
+    import torch
+
+    fa = torch.cat([v.float().flatten() for v in a.values()])
+    fb = torch.cat([b[k].float().flatten() for k in a])
+    return ((fa - fb).norm() / fa.norm()).item()
+
+
 def kill_tree(pid: int) -> None:
     """SIGKILL a process and all its descendants at once, as a node failure would. (torchrun starts its
     workers in sessions of their own, so killing the process group is not enough.)"""
