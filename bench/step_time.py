@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import time
 from pathlib import Path
 
@@ -29,18 +30,22 @@ def batches(cfg, n: int):
     return out[:n]
 
 
-def time_steps(step, data, warmup: int) -> float:
-    for b in data[:warmup]:
-        step(b)
-    start = time.perf_counter()
-    for b in data[warmup:]:
-        step(b)
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()  # neither loop syncs per step; the clock stops when the work is done
-    return (time.perf_counter() - start) / (len(data) - warmup)
+def interleaved(steps: dict, data, warmup: int) -> dict:
+    """Per-step wall times of each loop, the loops taking turns step by step (and turns at going first), so
+    that load from other work on a shared machine falls on both alike; returns the median of each."""
+    times = {name: [] for name in steps}
+    for i, b in enumerate(data):
+        for name in (list(steps) if i % 2 else list(steps)[::-1]):
+            start = time.perf_counter()
+            steps[name](b)
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
-def framework_step_time(cfg, data, warmup):
+def framework_step(cfg):
     """The Trainer's own train_step (no MLflow: its tracker is the no-op one)."""
     from omegaconf import OmegaConf
 
@@ -48,11 +53,10 @@ def framework_step_time(cfg, data, warmup):
     from framework.trainer import Trainer
 
     cfg.logging.mlflow.enabled = False
-    trainer = Trainer(cfg, OmegaConf.create({}), detect(), "cpu")
-    return time_steps(trainer.train_step, data, warmup)
+    return Trainer(cfg, OmegaConf.create({}), detect(), "cpu").train_step
 
 
-def plain_step_time(cfg, data, warmup):
+def plain_step(cfg):
     from framework.engine import make_optimizer, warmup_cosine
     from framework.models import build_model
     from framework.models.heads import detach_state
@@ -75,7 +79,7 @@ def plain_step_time(cfg, data, warmup):
         sched.step()
         state = detach_state(new_state)
 
-    return time_steps(step, data, warmup)
+    return step
 
 
 def main() -> None:
@@ -93,12 +97,9 @@ def main() -> None:
     init_distributed(detect())  # before timing anything: DeepSpeed's CPU set-up changes torch's thread count
     cfg, _ = load_config(["experiment=demo"])
     data = batches(cfg, a.steps + a.warmup)
-    times = {"plain": [], "framework": []}
-    for _ in range(2):  # alternate, so neither loop always gets the warmer machine
-        for name, fn in (("framework", framework_step_time), ("plain", plain_step_time)):
-            torch.set_num_threads(threads)
-            times[name].append(fn(cfg, data, a.warmup))
-    plain, ours = min(times["plain"]), min(times["framework"])
+    torch.set_num_threads(threads)
+    medians = interleaved({"framework": framework_step(cfg), "plain": plain_step(cfg)}, data, a.warmup)
+    plain, ours = medians["plain"], medians["framework"]
     frames = cfg.data.batch_size * cfg.data.seq_len
     result = {"benchmark": "step_time", "machine": machine(), "threads": threads,
               "frames_per_step": frames, "steps": a.steps, "plain_pytorch_s": round(plain, 4),
@@ -112,8 +113,8 @@ def main() -> None:
 ## Training step time: framework vs plain PyTorch (`make bench`, `python -m bench.step_time`)
 Machine: {result['machine']}, {result['threads']} threads, one process.
 Demo model (ResNet-18-GN + LSTM, 64×64 frames), {frames} frames per step ({cfg.data.batch_size} sequences × {cfg.data.seq_len}),
-AdamW + warmup/cosine + clipping, batches preloaded; mean of {a.steps} steps after {a.warmup} warm-up steps,
-best of 2 alternating rounds.
+AdamW + warmup/cosine + clipping, batches preloaded; median of {a.steps} steps after {a.warmup} warm-up steps,
+the two loops taking turns step by step (so that other work on the machine slows both alike).
 
 | loop | s / step |
 |---|---|
