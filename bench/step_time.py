@@ -125,8 +125,8 @@ the two loops taking turns step by step (so that other work on the machine slows
 The framework's extra work per step: DeepSpeed computes the global gradient norm itself and reduces it over
 the (one-rank) data-parallel group, and the trainer counts correct frames; its gradient all-reduce (a
 flatten and a copy back even at world size 1) is skipped on one rank (framework/grad_reduce.py). At sp=1 the
-step is one forward and one `engine.backward(loss)` (framework/relay.py; the relay's two autograd passes,
-which cost ≈0.1 of a step here, run only for sp>1). Measured under load: `uptime` {load}.
+step is one forward and one `engine.backward(loss)` (framework/relay.py; the relay's two autograd passes
+run only for sp>1). Measured under load: `uptime` {load}.
 """)
 
 
