@@ -31,7 +31,7 @@ ATTEMPT_MARK = "vt-job: attempt starts"  # on task 0's stderr, which srun's own 
 # how gloo says that the other end of a collective is gone (dead: closed/reset; hung: timed out); NCCL's
 # watchdog aborts the process instead, which srun reports as a dead task
 LOST_PEER = re.compile(r"Connection closed by peer|Connection reset by peer|Broken pipe|Timed out waiting"
-                       r"|Socket Timeout|DistNetworkError|Connection refused")
+                       r"|Socket Timeout|DistNetworkError|Connection refused|timed out after \d+ms while trying to connect")
 
 
 def log(msg: str) -> None:
