@@ -22,7 +22,7 @@ from tests.slurm_cluster import Cluster, ClusterUnavailable
 
 pytestmark = pytest.mark.slurm
 STEPS = 40  # long enough that the preemption (a few seconds of scheduling) lands mid-run
-TIMEOUT_S = 60  # trainer.collective_timeout_s of the killed job: the bound on how long a lost peer is waited for (it also bounds the rendezvous: 20 s was too short for a requeued attempt on a machine at load 6)
+TIMEOUT_S = 60  # trainer.collective_timeout_s of the killed job; it bounds the rendezvous too (20 s failed at load 6)
 
 
 @pytest.fixture(scope="session")
