@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import time
 from pathlib import Path
 
@@ -29,31 +30,35 @@ def batches(cfg, n: int):
     return out[:n]
 
 
-def time_steps(step, data, warmup: int) -> float:
-    for b in data[:warmup]:
-        step(b)
-    start = time.perf_counter()
-    for b in data[warmup:]:
-        step(b)
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()  # neither loop syncs per step; the clock stops when the work is done
-    return (time.perf_counter() - start) / (len(data) - warmup)
+def interleaved(steps: dict, data, warmup: int) -> dict:
+    """Per-step wall times of each loop, the loops taking turns step by step (and turns at going first), so
+    that load from other work on a shared machine falls on both alike; returns the median of each."""
+    times = {name: [] for name in steps}
+    for i, b in enumerate(data):
+        for name in (list(steps) if i % 2 else list(steps)[::-1]):
+            start = time.perf_counter()
+            steps[name](b)
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
-def framework_step_time(cfg, data, warmup, nonfinite="stop"):
-    """The Trainer's own train_step (no MLflow: its tracker is the no-op one)."""
+def framework_step(cfg, nonfinite: str = "stop"):
+    """The Trainer's own train_step (no MLflow: its tracker is the no-op one). nonfinite=off: without the
+    non-finite check (framework/nonfinite.py)."""
     from omegaconf import OmegaConf
 
     from framework.env import detect
     from framework.trainer import Trainer
 
     cfg.logging.mlflow.enabled = False
-    cfg.trainer.nonfinite = nonfinite  # off: without the non-finite check (framework/nonfinite.py)
-    trainer = Trainer(cfg, OmegaConf.create({}), detect(), "cpu")
-    return time_steps(trainer.train_step, data, warmup)
+    cfg.trainer.nonfinite = nonfinite
+    return Trainer(cfg, OmegaConf.create({}), detect(), "cpu").train_step
 
 
-def plain_step_time(cfg, data, warmup):
+def plain_step(cfg):
     from framework.engine import make_optimizer, warmup_cosine
     from framework.models import build_model
     from framework.models.heads import detach_state
@@ -76,7 +81,7 @@ def plain_step_time(cfg, data, warmup):
         sched.step()
         state = detach_state(new_state)
 
-    return time_steps(step, data, warmup)
+    return step
 
 
 def main() -> None:
@@ -89,7 +94,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--nonfinite", default=None, metavar="off,stop",
                    help="time the framework loop with each of these trainer.nonfinite modes instead (the check's "
-                        "cost per step), alternating; writes the nonfinite_check section")
+                        "cost per step), taking turns; writes the nonfinite_check section")
     a = p.parse_args()
     if a.nonfinite:
         return nonfinite_cost(a)
@@ -99,67 +104,69 @@ def main() -> None:
     init_distributed(detect())  # before timing anything: DeepSpeed's CPU set-up changes torch's thread count
     cfg, _ = load_config(["experiment=demo"])
     data = batches(cfg, a.steps + a.warmup)
-    times = {"plain": [], "framework": []}
-    for _ in range(2):  # alternate, so neither loop always gets the warmer machine
-        for name, fn in (("framework", framework_step_time), ("plain", plain_step_time)):
-            torch.set_num_threads(threads)
-            times[name].append(fn(cfg, data, a.warmup))
-    plain, ours = min(times["plain"]), min(times["framework"])
+    torch.set_num_threads(threads)
+    medians = interleaved({"framework": framework_step(cfg), "plain": plain_step(cfg)}, data, a.warmup)
+    plain, ours = medians["plain"], medians["framework"]
     frames = cfg.data.batch_size * cfg.data.seq_len
     result = {"benchmark": "step_time", "machine": machine(), "threads": threads,
               "frames_per_step": frames, "steps": a.steps, "plain_pytorch_s": round(plain, 4),
               "framework_s": round(ours, 4), "ratio": round(ours / plain, 3)}
+    load = os.getloadavg()
+    result["load_average"] = [round(x, 2) for x in load]
     print(json.dumps(result))
+    load = ", ".join(f"{x:.2f}" for x in load)
     if a.out:
         write_section(a.out, "step_time", f"""
 ## Training step time: framework vs plain PyTorch (`make bench`, `python -m bench.step_time`)
 Machine: {result['machine']}, {result['threads']} threads, one process.
 Demo model (ResNet-18-GN + LSTM, 64×64 frames), {frames} frames per step ({cfg.data.batch_size} sequences × {cfg.data.seq_len}),
-AdamW + warmup/cosine + clipping, batches preloaded; mean of {a.steps} steps after {a.warmup} warm-up steps,
-best of 2 alternating rounds.
+AdamW + warmup/cosine + clipping, batches preloaded; median of {a.steps} steps after {a.warmup} warm-up steps,
+the two loops taking turns step by step (so that other work on the machine slows both alike).
 
 | loop | s / step |
 |---|---|
 | hand-written PyTorch | {plain:.4f} |
-| framework (DeepSpeed engine, ZeRO 0, carried state, the head run as a relay of one) | {ours:.4f} |
+| framework (DeepSpeed engine, ZeRO 0, carried state, one pass at sp=1) | {ours:.4f} |
 | **ratio** | **{ours / plain:.3f}** |
 
-The framework's extra work per step: DeepSpeed computes the global gradient norm itself (its gradient
-all-reduce, a flatten and a copy back even at world size 1, is skipped on one rank: framework/grad_reduce.py); the relay runs the head's backward with `torch.autograd.grad` and then one
-backward of a surrogate through the backbone (the same arithmetic, two autograd passes).
+The framework's extra work per step: DeepSpeed computes the global gradient norm itself and reduces it over
+the (one-rank) data-parallel group, and the trainer counts correct frames; its gradient all-reduce (a
+flatten and a copy back even at world size 1) is skipped on one rank (framework/grad_reduce.py). At sp=1 the
+step is one forward and one `engine.backward(loss)` (framework/relay.py; the relay's two autograd passes
+run only for sp>1). Measured under load: `uptime` {load}.
 """)
 
 
+if __name__ == "__main__":
+    main()
+
+
 def nonfinite_cost(a) -> None:
-    """The framework loop with each trainer.nonfinite mode, alternating rounds (best of 3 each)."""
+    """The framework loop with each trainer.nonfinite mode, the loops taking turns step by step."""
+    import copy
+
     from bench.report import machine, write_section
     from framework.config import load_config
     from framework.env import detect, init_distributed
 
     threads = int(os.environ.get("BENCH_THREADS", os.cpu_count()))
-    load_before = os.getloadavg()[0]  # a shared machine: the figures mean little without it
     init_distributed(detect())
     cfg, _ = load_config(["experiment=demo"])
     data = batches(cfg, a.steps + a.warmup)
+    torch.set_num_threads(threads)
     modes = a.nonfinite.split(",")
-    times = {m: [] for m in modes}
-    for _ in range(3):
-        for m in modes:
-            torch.set_num_threads(threads)
-            times[m].append(framework_step_time(cfg, data, a.warmup, m))
-    best = {m: round(min(t), 4) for m, t in times.items()}
-    load = os.getloadavg()[0]
+    medians = interleaved({m: framework_step(copy.deepcopy(cfg), m) for m in modes}, data, a.warmup)
+    load = [round(x, 2) for x in os.getloadavg()]
     result = {"benchmark": "nonfinite_check", "machine": machine(), "threads": threads, "steps": a.steps,
-              "framework_s": best, "load_average_1min": [round(load_before, 2), round(load, 2)]}
+              "framework_s": {m: round(t, 4) for m, t in medians.items()}, "load_average": load}
     print(json.dumps(result))
     if a.out:
-        rows = "\n".join(f"| `trainer.nonfinite={m}` | {s:.4f} |" for m, s in best.items())
+        rows = "\n".join(f"| `trainer.nonfinite={m}` | {t:.4f} |" for m, t in medians.items())
         write_section(a.out, "nonfinite_check", f"""
 ## Cost of the non-finite check (`python -m bench.step_time --nonfinite off,stop`)
-Machine: {result['machine']}, {threads} threads, one process, load average {load_before:.2f} at the start,
-{load:.2f} at the end.
+Machine: {result['machine']}, {threads} threads, one process; `uptime` at the end {', '.join(map(str, load))}.
 The framework loop of the step-time benchmark (demo model, ZeRO 0 fp32: the check is ours there), with and
-without framework/nonfinite.py; mean of {a.steps} steps after {a.warmup} warm-up steps, best of 3 alternating rounds.
+without framework/nonfinite.py; median of {a.steps} steps after {a.warmup} warm-up steps, the loops taking turns.
 
 | loop | s / step |
 |---|---|
@@ -168,7 +175,3 @@ without framework/nonfinite.py; mean of {a.steps} steps after {a.warmup} warm-up
 Per step the check reads nothing on the host: it keeps the gradient norm DeepSpeed's clipping computes, turns it
 into a device flag for the fused optimizer, and the flags travel with the logging window.
 """)
-
-
-if __name__ == "__main__":
-    main()

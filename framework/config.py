@@ -131,6 +131,10 @@ class DeepSpeedConfig:
     # CPU ranks on one machine: reduce gradients through DeepSpeed's shared-memory kernel where it can run
     # (framework/grad_reduce.py says when); elsewhere, and with false, DeepSpeed's own reduction
     shm_allreduce: bool = True
+    # any other DeepSpeed option (framework/ds_config.py): a JSON file of the user's, then a dict merged over it;
+    # a key the options above set may only repeat their value
+    config_file: Optional[str] = None
+    extra: Dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         _require(self.zero_stage in (0, 1, 2, 3), f"deepspeed.zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
@@ -161,10 +165,15 @@ class TrainerConfig:
     # (that optimizer step is dropped and counted) | off (no check)
     nonfinite: str = "stop"
     nonfinite_patience: int = 5  # skip: the run stops after this many non-finite steps in a row
+    # how long a collective waits for a peer: a rank that dies or hangs stops the others after at most this
+    # long (a killed one at once: its connections close). Above the longest legitimate wait: a checkpoint
+    # write, one rank's longer evaluation, the first step's compilation.
+    collective_timeout_s: float = 1800.0
 
     def __post_init__(self):
         _require(self.sp >= 1, f"trainer.sp must be >= 1, got {self.sp}")
         _require(self.handoff in ("exact", "detached"), f"trainer.handoff={self.handoff!r}: exact or detached")
+        _require(self.collective_timeout_s > 0, f"trainer.collective_timeout_s must be > 0, got {self.collective_timeout_s}")
         _require(self.max_steps >= 1, f"trainer.max_steps must be >= 1, got {self.max_steps}")
         _require(self.lr > 0, f"trainer.lr must be > 0, got {self.lr}")
         _require(self.optimizer in ("adamw", "sgd"), f"trainer.optimizer={self.optimizer!r}: adamw or sgd")
@@ -233,6 +242,9 @@ class Config:
 
         check_clips(self.model, self.data.seq_len)
         _require(self.deepspeed.zero_stage < 3, ZERO3_REFUSAL)
+        from .ds_config import build
+
+        build(self)  # the user's DeepSpeed options: a contradiction stops here, before any process starts
 
     def check_world(self, world_size: int) -> None:
         """What can only be checked once the number of processes is known."""
@@ -286,6 +298,8 @@ def _one_line(e: BaseException) -> str:
         end = next((i for i, ln in enumerate(lines) if ln.startswith("Config search path")), len(lines))
         msg += f" (choose one of {', '.join(lines[start:end])})"
     key = getattr(e, "full_key", None)
+    if key and key.startswith("deepspeed.extra.") and "not in struct" in msg:  # Hydra adds keys only with a +
+        return f"{key}: a DeepSpeed option the config does not have yet needs Hydra's `+`: +{key}...=VALUE"
     return f"{key}: {msg}" if key and key not in msg else msg
 
 

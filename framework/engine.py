@@ -6,22 +6,8 @@ import math
 import torch
 
 from . import grad_reduce
+from .ds_config import build as ds_config  # generated, merged with the user's DeepSpeed options
 from .nonfinite import NonFiniteGuard
-
-
-def ds_config(cfg) -> dict:
-    ds = cfg.deepspeed
-    return {
-        "train_micro_batch_size_per_gpu": cfg.data.batch_size,
-        "gradient_accumulation_steps": ds.grad_accum,
-        "gradient_clipping": ds.grad_clip,
-        "bf16": {"enabled": ds.bf16},
-        "zero_optimization": {"stage": ds.zero_stage},
-        # a torch.optim optimizer: no JIT build of DeepSpeed's fused/cpu Adam (≈45 s on first use)
-        "zero_allow_untested_optimizer": True,
-        "steps_per_print": 10**9,
-        "wall_clock_breakdown": False,
-    }
 
 
 def make_optimizer(model: torch.nn.Module, tcfg) -> torch.optim.Optimizer:

@@ -69,9 +69,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def init_distributed(env: DistEnv, shm_allreduce: bool = False) -> str:
+def check_master(env: DistEnv) -> None:
+    """The master address must resolve on every rank before the process group starts: a name that does not
+    would make every rank retry its connection until the timeout (half an hour by default)."""
+    if env.world_size == 1:
+        return
+    try:
+        socket.getaddrinfo(env.master_addr, env.master_port, type=socket.SOCK_STREAM)
+    except OSError as e:
+        where = " (the first host of SLURM_JOB_NODELIST)" if env.launcher == "slurm" else ""
+        raise EnvironmentError_(f"the master address {env.master_addr}{where} does not resolve on "
+                                f"{socket.gethostname()}: {e.strerror or e}") from None
+
+
+def init_distributed(env: DistEnv, shm_allreduce: bool = False, timeout_s: float | None = None) -> str:
     """Start the process group DeepSpeed will use: NCCL with GPUs, gloo on CPU. Returns the device.
-    shm_allreduce: on CPU, also start DeepSpeed's shared-memory all-reduce where it can run (grad_reduce)."""
+    shm_allreduce: on CPU, also start DeepSpeed's shared-memory all-reduce where it can run (grad_reduce).
+    timeout_s: how long a collective (and the rendezvous) waits for a peer before it fails; a rank that dies
+    or hangs ends its peers' waits after at most this long (trainer.collective_timeout_s)."""
+    from datetime import timedelta
+
     import deepspeed
     import torch
 
@@ -87,8 +104,10 @@ def init_distributed(env: DistEnv, shm_allreduce: bool = False) -> str:
         backend, device = "gloo", "cpu"
     if torch.distributed.is_initialized():
         return device
+    check_master(env)
     shm = device == "cpu" and shm_allreduce and grad_reduce.prepare(env.world_size, env.single_node)
-    deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False)
+    timeout = {"timeout": timedelta(seconds=timeout_s)} if timeout_s else {}  # else DeepSpeed's (30 min)
+    deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False, **timeout)
     if shm:
         grad_reduce.started()
     return device

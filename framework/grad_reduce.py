@@ -33,6 +33,7 @@ import torch
 SEGMENT_BYTES = 70 * 2**20  # DeepSpeed's allreduce_workspace: 2 × 1 MiB + 2 × 32 MiB buffers, and flags
 SHM = Path("/dev/shm")
 _active = False  # set once this process's DeepSpeed comm backend has the kernel initialised
+_unusable: str | None = None  # why prepare() did not set the kernel up, for the run's tags
 
 
 def unusable(world: int, single_node: bool, cores: int, shm_free: int) -> str | None:
@@ -60,7 +61,9 @@ def machine_unusable(world: int, single_node: bool) -> str | None:
 def prepare(world: int, single_node: bool) -> bool:
     """Before deepspeed.init_distributed: DeepSpeed sets the kernel up only when LOCAL_SIZE says that all
     `world` ranks are local."""
-    if machine_unusable(world, single_node) is not None:
+    global _unusable
+    _unusable = machine_unusable(world, single_node)
+    if _unusable is not None:
         return False
     os.environ["LOCAL_SIZE"] = str(world)
     return True
@@ -108,7 +111,7 @@ def maybe_install(engine, ds_cfg) -> str:
     backend = torch.distributed.get_backend()
     if backend != "gloo":  # GPUs: DeepSpeed's reduction over NCCL
         return f"deepspeed ({backend})"
-    why_not = config_unusable(ds_cfg) or (None if _active else "the shared-memory kernel did not start")
+    why_not = config_unusable(ds_cfg) or (None if _active else _unusable or "the shared-memory kernel did not start")
     if why_not is not None:
         return f"deepspeed ({why_not})"
     install(engine)

@@ -15,6 +15,10 @@ engine.backward at its own moment, ranks would enter gradient collectives in dif
 Instead the head's backward touches no `.grad`; then every rank runs one `engine.backward` on a surrogate
 whose gradient is exactly the relayed one (features·∂L/∂features + Σ params·∂L/∂params), so all ranks issue the
 same collectives in the same order.
+
+With sp=1 there is nothing to relay: the head runs on the attached features and the loss itself is the
+surrogate, so a step is one forward and one `engine.backward(loss)` (the relay's two autograd passes
+computed the same gradients, bitwise: tests/test_relay.py).
 """
 from __future__ import annotations
 
@@ -86,10 +90,15 @@ class RelayResult:
 
 
 class Relay:
-    def __init__(self, head: torch.nn.Module, topo: Topology, handoff: str = "exact"):
+    def __init__(self, head: torch.nn.Module, topo: Topology, handoff: str = "exact", one_pass: bool | None = None):
+        """one_pass: at sp=1 (the default there), backward the loss itself; False runs the relay's two passes
+        even at sp=1 (the reference the one-pass step is tested against)."""
         if handoff not in ("exact", "detached"):
             raise ValueError(f"handoff must be 'exact' or 'detached', got {handoff!r}")
+        if one_pass and topo.sp > 1:
+            raise ValueError(f"one_pass needs sp=1 (sp={topo.sp} relays the state between ranks)")
         self.head, self.topo, self.handoff = head, topo, handoff
+        self.one_pass = topo.sp == 1 if one_pass is None else one_pass
 
     @property
     def backward_scale(self) -> int:
@@ -101,10 +110,14 @@ class Relay:
         carried: the state from the previous batch (used by the group's first rank). loss_fn(outputs) must
         return this rank's share of the group's loss (normalised by the frames of the whole group)."""
         topo, exact = self.topo, self.handoff == "exact"
-        feats = features.detach().requires_grad_(True)
         # the shapes of the state (None: a stateless head, nothing to hand on); a carried state has them already
         template = carried if carried is not None else \
             self.head.initial_state(features.shape[0], device=features.device, dtype=features.dtype)
+        if self.one_pass:
+            outputs, state_out = self.head(features, template, reset)
+            loss = loss_fn(outputs)
+            return RelayResult(outputs.detach(), loss.detach(), loss, detach_state(state_out))
+        feats = features.detach().requires_grad_(True)
         if topo.prev is None or template is None:
             state_in = template  # carried states arrive detached (relayed, received or loaded)
         else:

@@ -42,11 +42,16 @@ def main(argv: list[str] | None = None) -> int:
 def train(cfg, raw, env) -> int:
     from . import grad_reduce
     from .checkpoint import CheckpointError
-    from .env import init_distributed, shutdown
+    from .env import EnvironmentError_, init_distributed, shutdown
     from .nonfinite import NonFiniteStop
     from .trainer import Trainer
 
-    device = init_distributed(env, shm_allreduce=grad_reduce.config_unusable(cfg.deepspeed) is None)
+    try:
+        device = init_distributed(env, shm_allreduce=grad_reduce.config_unusable(cfg.deepspeed) is None,
+                                  timeout_s=cfg.trainer.collective_timeout_s)
+    except EnvironmentError_ as e:  # e.g. a master address that does not resolve
+        print(f"vt-train: error: {e}", file=sys.stderr)
+        return 2
     start, trainer = time.time(), None
     try:
         trainer = Trainer(cfg, raw, env, device)

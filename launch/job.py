@@ -10,15 +10,28 @@ Preemption / time limit, step by step:
    ranks wait for the requeue to end them.
 4. The requeued job resumes from that checkpoint: weights, optimizer, loader position, RNG, carried states,
    and the same MLflow run (reattached through the run folder).
+
+A task that dies (OOM kill, node fault) or hangs: its peers' next collective fails, at once when its
+connections close, else after trainer.collective_timeout_s. Such a peer logs what it lost and leaves with
+LOST_PEER_EXIT and no result file; srun's --kill-on-bad-exit ends the rest of the step, and the batch script's
+teardown (launch/recover.py) requeues the job from its latest checkpoint, within the same requeue bound.
 """
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
+import sys
 import time
 
 WAIT_FOR_REQUEUE_S = 300  # other ranks; rank 0's requeue ends them long before this
+LOST_PEER_EXIT = 75  # EX_TEMPFAIL: this task stopped because another one is gone, not because of the run
+ATTEMPT_MARK = "vt-job: attempt starts"  # on task 0's stderr, which srun's own error lines share
+# how gloo says that the other end of a collective is gone (dead: closed/reset; hung: timed out); NCCL's
+# watchdog aborts the process instead, which srun reports as a dead task
+LOST_PEER = re.compile(r"Connection closed by peer|Connection reset by peer|Broken pipe|Timed out waiting"
+                       r"|Socket Timeout|DistNetworkError|Connection refused|timed out after \d+ms while trying to connect")
 
 
 def log(msg: str) -> None:
@@ -46,7 +59,17 @@ class TrainJob:
         log(f"task {rank}/{os.environ.get('SLURM_NTASKS', '1')} on {socket.gethostname()}, attempt "
             f"{self.requeues + 1} (requeues so far {self.requeues}, at most {self.max_requeues}), "
             f"run folder {cfg.run_path.resolve()}")
-        code = train.main(self.overrides)
+        if rank == "0":
+            print(f"{ATTEMPT_MARK} ({self.requeues + 1})", file=sys.stderr, flush=True)
+        try:
+            code = train.main(self.overrides)
+        except Exception as e:
+            reason = lost_peer(e)
+            if reason is None:
+                raise
+            log(f"task {rank} on {socket.gethostname()}: a collective lost its peer{peer_host(reason)}: {reason}; "
+                "ending this task (the job requeues from its latest checkpoint)")
+            os._exit(LOST_PEER_EXIT)  # no result file: launch/recover.py tells this apart from the run failing
         if code:
             raise RuntimeError(f"vt-train exited with status {code} (the error is in this task's log above)")
         last = newest(cfg.run_path)  # the newest complete checkpoint
@@ -90,3 +113,26 @@ def configure_threads(environ=os.environ) -> None:
     environ.setdefault("OMP_NUM_THREADS", environ.get("SLURM_CPUS_PER_TASK", "1"))
     if not has_gpu():
         environ.setdefault("DS_ACCELERATOR", "cpu")
+
+
+def lost_peer(e: BaseException) -> str | None:
+    """What the error says about the lost peer, if `e` (or what caused it) says that a collective lost one:
+    gloo's sentence, without its source location and its advice."""
+    while e is not None:
+        text = str(e).strip()
+        if LOST_PEER.search(text):
+            line = re.sub(r"^\[[^\]]*\.cc:\d+\]\s*", "", text.splitlines()[0])  # [.../pair.cc:561]
+            return line.split(". ")[0].rstrip(".")
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def peer_host(reason: str) -> str:
+    """` (node2, 10.0.0.2)` for a gloo message naming the peer's address, else nothing."""
+    found = re.search(r"\[([0-9a-fA-F.:]+)\]:\d+", reason)
+    if not found:
+        return ""
+    try:
+        return f" ({socket.gethostbyaddr(found.group(1))[0]}, {found.group(1)})"
+    except OSError:
+        return f" ({found.group(1)})"

@@ -6,6 +6,7 @@ environment through framework.env, as for any other launcher.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,13 +35,23 @@ class SlurmOptions:
     log_dir: Path | None = None
 
 
-def executor_parameters(opts: SlurmOptions, job_name: str) -> dict:
+def teardown(folder: str) -> list[str]:
+    """Batch-script lines after srun: on failure, launch/recover.py decides whether to requeue."""
+    import shlex
+
+    recover = f"{shlex.quote(sys.executable)} -m launch.recover {shlex.quote(folder)} $vt_status"
+    return ["vt_status=$?", f"if [ $vt_status -ne 0 ]; then {recover}; exit $vt_status; fi"]
+
+
+def executor_parameters(opts: SlurmOptions, job_name: str, folder: str = "%j") -> dict:
     params = dict(nodes=opts.nodes, ntasks_per_node=opts.tasks_per_node, time=opts.time_min,
                   signal_delay_s=opts.signal_delay_s, job_name=job_name, setup=list(opts.setup),
                   additional_parameters=dict(opts.sbatch),
                   # a task that dies takes the others with it: its peers would otherwise wait in a collective
                   # until the time limit (NCCL's timeout, or for ever in the CPU shared-memory all-reduce)
-                  srun_args=["--kill-on-bad-exit=1"])
+                  srun_args=["--kill-on-bad-exit=1"],
+                  # after srun: requeue from the latest checkpoint if a task died (not if the run failed)
+                  teardown=teardown(folder))
     optional = dict(cpus_per_task=opts.cpus_per_task, partition=opts.partition, account=opts.account,
                     qos=opts.qos, constraint=opts.constraint,
                     gpus_per_node=opts.gpus_per_node or None,
@@ -61,8 +72,9 @@ def submit(points: list[Point], opts: SlurmOptions, workdir: Path) -> list:
     """One job, or one array job for a sweep; returns submitit jobs in the order of the points."""
     import submitit
 
-    executor = submitit.SlurmExecutor(folder=log_dir(opts, points) / "%j", max_num_timeout=opts.max_requeues)
-    executor.update_parameters(**executor_parameters(opts, points[0].cfg.name))
+    folder = log_dir(opts, points) / "%j"
+    executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=opts.max_requeues)
+    executor.update_parameters(**executor_parameters(opts, points[0].cfg.name, str(folder)))
     jobs_of = [TrainJob(p.overrides, str(workdir), opts.max_requeues) for p in points]
     if len(jobs_of) == 1:
         return [executor.submit(jobs_of[0])]

@@ -63,6 +63,19 @@ def linked_copy(run_dir: Path, dest: Path) -> Path:
     return dest
 
 
+@pytest.fixture(scope="session")
+def engine_check(tiny_data, tmp_path_factory) -> list[dict]:
+    """The rows tests/engine_check.py prints (one process, real Trainers): one-pass step, DeepSpeed passthrough."""
+    import json
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu", PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-m", "tests.engine_check", str(tiny_data),
+                           str(tmp_path_factory.mktemp("engine_check"))], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+
+
 def run_training(overrides: list[str], nproc: int = 2, timeout: int = 300, **popen) -> subprocess.CompletedProcess:
     """vt-launch with N real processes (torchrun, gloo, DeepSpeed)."""
     cmd = [sys.executable, "-m", "launch.local", f"--nproc={nproc}", *overrides]
@@ -72,6 +85,49 @@ def run_training(overrides: list[str], nproc: int = 2, timeout: int = 300, **pop
 def tiny_overrides(data: Path, run_dir: Path, *extra: str) -> list[str]:
     return [f"data.root={data}", f"run_dir={run_dir}", "name=test", "data.batch_size=2", "data.seq_len=8",
             "trainer.lr=0.0003", "trainer.warmup_steps=2", "trainer.log_every=1", *extra]
+
+
+# sequence parallelism runs compared across layouts (tests/test_sp_train.py, tests/test_slurm.py). SGD: its update
+# is linear in the gradient, so the runs differ only by float rounding. (AdamW's update is the gradient's sign
+# for near-zero gradients, which turns rounding into lr-sized differences on a few biases.)
+SP_STEPS = ["trainer.max_steps=4", "trainer.checkpoint_every=2", "trainer.optimizer=sgd", "trainer.lr=0.01",
+            "trainer.eval=false", "logging.mlflow.enabled=false", "model.head=gru"]
+
+
+# each step's gradients agree to ≈5e-7 (tests/test_relay.py); the rounding then grows with every optimizer
+# step, so the runs are compared after a few steps, with room for that growth
+SP_TOLERANCE = 1e-6
+
+
+def sp_overrides(data: Path, run_dir: Path, sp: int) -> list[str]:
+    """SP=sp ranks × 8/sp frames each: the same sequences whatever sp (sp=1: one process holds them whole)."""
+    return tiny_overrides(data, run_dir, f"data.seq_len={8 // sp}", f"trainer.sp={sp}", *SP_STEPS)
+
+
+@pytest.fixture(scope="session")
+def sp2_run(tiny_data, tmp_path_factory) -> Path:
+    """2 local processes, SP=2, exact handoff, 4 steps."""
+    run_dir = tmp_path_factory.mktemp("sp") / "sp2"
+    proc = run_training(sp_overrides(tiny_data, run_dir, 2))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def whole_sequence_run(tiny_data, tmp_path_factory) -> Path:
+    """One process holding the sequences of sp2_run whole (8 frames)."""
+    run_dir = tmp_path_factory.mktemp("sp") / "single"
+    proc = run_training(sp_overrides(tiny_data, run_dir, 1), nproc=1)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir
+
+
+def global_relative_difference(a: dict, b: dict) -> float:
+    import torch
+
+    fa = torch.cat([v.float().flatten() for v in a.values()])
+    fb = torch.cat([b[k].float().flatten() for k in a])
+    return ((fa - fb).norm() / fa.norm()).item()
 
 
 def kill_tree(pid: int) -> None:

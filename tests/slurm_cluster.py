@@ -1,10 +1,15 @@
-"""A real single-machine SLURM cluster in a temporary folder: munge, MariaDB, slurmdbd, slurmctld, slurmd.
+"""A real two-node SLURM cluster on this machine, in a temporary folder: munge, MariaDB, slurmdbd and
+slurmctld on the controller (this machine's own namespace), one slurmd per node, each node a network
+namespace with its own hostname and address (tests/netns.py), joined to the controller by a bridge.
 
 Used by tests/test_slurm.py (session fixture); also runnable by hand to try `vt-launch --cluster slurm`:
 
     python -m tests.slurm_cluster /tmp/vt-slurm      # prints `export SLURM_CONF=...`, Ctrl-C stops it
 
 Every daemon runs in the foreground as our child and is stopped by its pid; nothing is installed as a service.
+Jobs on the nodes reach each other only over the bridge: the first node's name (the master address a job
+derives from SLURM_JOB_NODELIST) resolves to its link address in every node's /etc/hosts, and each rank's
+gloo endpoint binds to its own node's address.
 Packages are installed with apt only when missing (needs root). The settings are the ones that were found to
 work on a container without systemd or cgroups (see shared DESIGN notes): linuxproc process tracking, no task
 plugin, accounting in slurmdbd (submitit reads job states with `sacct`), `cred_expire=5` so a requeued job may
@@ -24,6 +29,7 @@ import time
 from pathlib import Path
 
 from framework.env import free_port
+from tests.netns import NetworkUnavailable, Nodes
 
 PACKAGES = ("slurm-wlm", "munge", "slurmdbd", "mariadb-server")
 BINARIES = ("slurmctld", "slurmd", "slurmdbd", "munged", "mariadbd", "mariadb-install-db", "sbatch", "sacct")
@@ -65,9 +71,11 @@ class Cluster:
 
     name = "vt"
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, nodes: int = 2):
         self.dir = Path(folder).resolve()
         self.host = socket.gethostname().split(".")[0]
+        self.nodes = [f"vtnode{i}" for i in range(1, nodes + 1)]
+        self.net = Nodes(self.nodes, self.dir)
         self.procs: list[tuple[str, subprocess.Popen]] = []
         self.ports = {k: free_port() for k in ("ctld", "slurmd", "dbd", "mysql")}
         self.db_password = secrets.token_hex(8)
@@ -96,22 +104,27 @@ class Cluster:
     def start(self) -> None:
         ensure_installed()
         t0 = time.time()
-        for d in ("etc", "munge", "mysql", "state", "spool", "log"):
+        for d in ("etc", "munge", "mysql", "state", "log", *(f"spool/{n}" for n in self.nodes)):
             self.path(d).mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o755)  # munge refuses sockets in group/world-writable folders
         try:
+            self.net.up([self.host])
             self.start_munge()
             self.start_mariadb()
             self.write_configs()
             self.start_slurmdbd()
             self.start_slurm()
+        except NetworkUnavailable as e:
+            self.stop()
+            raise ClusterUnavailable(str(e)) from None
         except Exception:
             self.stop()
             raise
         self.startup_seconds = time.time() - t0
 
     def stop(self) -> None:
-        """Cancel what is still queued (its job steps belong to our slurmd), then stop our daemons newest first."""
+        """Cancel what is still queued (its job steps belong to our slurmds), stop our daemons newest first,
+        then remove the nodes (every process left in them, their namespaces and links)."""
         if any(name == "slurmctld" for name, _ in self.procs):
             subprocess.run(["scancel", "--user=root"], env=self.env,
                            capture_output=True)
@@ -126,10 +139,13 @@ class Cluster:
                     proc.kill()
                     proc.wait()
         self.procs.clear()
+        self.net.down()
 
     # -- daemons ----------------------------------------------------------------------------
-    def spawn(self, name: str, cmd: list[str]) -> subprocess.Popen:
+    def spawn(self, name: str, cmd: list[str], node: str | None = None) -> subprocess.Popen:
+        """A daemon on the controller, or on `node`."""
         log = open(self.path("log", f"{name}.out"), "ab")
+        cmd = self.net.inside(node, cmd) if node else cmd
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
                                 preexec_fn=_die_with_parent)
         log.close()
@@ -174,9 +190,10 @@ class Cluster:
     def start_slurm(self) -> None:
         self.spawn("slurmctld", ["slurmctld", "-D", "-i"])
         self.wait_for(lambda: "UP" in (self.run(["scontrol", "ping"], check=False) or ""), 60, "slurmctld")
-        self.spawn("slurmd", ["slurmd", "-D", "-N", self.host])
-        self.wait_for(lambda: (self.run(["sinfo", "-h", "-o", "%t"], check=False) or "").strip().startswith("idle"),
-                      60, "slurmd (node idle)")
+        for node in self.nodes:
+            self.spawn(f"slurmd-{node}", ["slurmd", "-D", "-N", node], node=node)
+        self.wait_for(lambda: (self.run(["sinfo", "-h", "-N", "-p", "debug", "-o", "%t"], check=False) or "").split()
+                      == ["idle"] * len(self.nodes), 60, "slurmd (every node idle)")
 
     # -- configuration ----------------------------------------------------------------------
     def write_configs(self) -> None:
@@ -186,21 +203,22 @@ class Cluster:
         dbd.chmod(0o600)
 
     def slurm_conf(self) -> str:
-        cpus = max(2, os.cpu_count() or 1)  # 2-task test jobs must fit even on a 1-core runner
+        cpus = max(2, os.cpu_count() or 1)  # 2-task test jobs must fit on one node, even on a 1-core runner
+        controller = self.net.addr("controller")  # what the nodes reach the controller and slurmdbd at
         return "\n".join([
             f"ClusterName={self.name}",
-            f"SlurmctldHost={self.host}(127.0.0.1)",
+            f"SlurmctldHost={self.host}({controller})",
             f"SlurmctldPort={self.ports['ctld']}",
             f"SlurmdPort={self.ports['slurmd']}",
             "SlurmUser=root", "SlurmdUser=root",
             "AuthType=auth/munge", "CredType=cred/munge",
             f"AuthInfo=socket={self.munge_socket},cred_expire=5",
             f"StateSaveLocation={self.path('state')}",
-            f"SlurmdSpoolDir={self.path('spool')}",
+            f"SlurmdSpoolDir={self.path('spool')}/%n",  # %n: the node's name, one folder per slurmd
             f"SlurmctldPidFile={self.path('state', 'slurmctld.pid')}",
-            f"SlurmdPidFile={self.path('spool', 'slurmd.pid')}",
+            f"SlurmdPidFile={self.path('spool')}/%n/slurmd.pid",
             f"SlurmctldLogFile={self.path('log', 'slurmctld.log')}",
-            f"SlurmdLogFile={self.path('log', 'slurmd.log')}",
+            f"SlurmdLogFile={self.path('log')}/slurmd-%n.log",
             "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none", "MpiDefault=none",
             "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core_Memory",
             "SlurmdParameters=config_overrides",
@@ -209,12 +227,12 @@ class Cluster:
             "PreemptType=preempt/partition_prio", "PreemptMode=REQUEUE",
             "SlurmctldParameters=preempt_send_user_signal",
             "AccountingStorageType=accounting_storage/slurmdbd",
-            "AccountingStorageHost=127.0.0.1", f"AccountingStoragePort={self.ports['dbd']}",
+            f"AccountingStorageHost={controller}", f"AccountingStoragePort={self.ports['dbd']}",
             # for slurmdbd connections the munge socket is named here, not in AuthInfo
             f"AccountingStoragePass={self.munge_socket}",
             "JobAcctGatherType=jobacct_gather/none", "JobCompType=jobcomp/none",
-            f"NodeName={self.host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={total_memory_mb() // 2} Features=cpu "
-            "State=UNKNOWN",
+            *(f"NodeName={n} NodeAddr={self.net.addr(n)} CPUs={cpus} RealMemory={total_memory_mb() // 4} "
+              "Features=cpu State=UNKNOWN" for n in self.nodes),
             # GraceTime: a preempted job gets its signal, then this long to save before it is requeued
             "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP PriorityTier=1 GraceTime=120",
             "PartitionName=high Nodes=ALL MaxTime=INFINITE State=UP PriorityTier=10",
@@ -224,7 +242,7 @@ class Cluster:
     def slurmdbd_conf(self) -> str:
         return "\n".join([
             "AuthType=auth/munge", f"AuthInfo=socket={self.munge_socket}",
-            f"DbdHost={self.host}", "DbdAddr=127.0.0.1", f"DbdPort={self.ports['dbd']}",
+            f"DbdHost={self.host}", f"DbdAddr={self.net.addr('controller')}", f"DbdPort={self.ports['dbd']}",
             "SlurmUser=root",
             f"PidFile={self.path('state', 'slurmdbd.pid')}", f"LogFile={self.path('log', 'slurmdbd.log')}",
             "StorageType=accounting_storage/mysql", "StorageHost=127.0.0.1",

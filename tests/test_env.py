@@ -1,6 +1,6 @@
 import pytest
 
-from framework.env import EnvironmentError_, detect
+from framework.env import EnvironmentError_, check_master, detect
 
 
 def test_torchrun_environment():
@@ -46,3 +46,13 @@ SLURM = {"SLURM_PROCID": "3", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1", "SLURM_
 def test_single_node_is_known_from_the_launcher(environ, single):
     """Whether all ranks share one machine decides if the CPU shared-memory all-reduce may be used."""
     assert detect(environ).single_node is single
+
+
+def test_a_master_that_does_not_resolve_is_one_line():
+    env = detect({**SLURM, "SLURM_JOB_NODELIST": "no-such-node.invalid", "SLURM_NTASKS": "2", "SLURM_PROCID": "1"})
+    with pytest.raises(EnvironmentError_) as err:
+        check_master(env)
+    assert str(err.value).startswith("the master address no-such-node.invalid (the first host of "
+                                     "SLURM_JOB_NODELIST) does not resolve on ")
+    assert "\n" not in str(err.value)
+

@@ -3,7 +3,7 @@ import pytest
 
 from framework.config import ConfigError
 from launch import cli, sweep
-from launch.slurm import SlurmOptions, error_text, executor_parameters
+from launch.slurm import SlurmOptions, error_text, executor_parameters, teardown
 
 
 def test_sweep_gives_every_combination_its_own_run_folder():
@@ -39,7 +39,7 @@ def test_slurm_options_become_sbatch_parameters():
                           partition="gpu", account="proj", qos="high", constraint="h100", time=90,
                           signal_delay_s=120, job_name="demo", setup=["source venv/bin/activate"],
                           additional_parameters={"exclusive": True, "reservation": "big"},
-                          srun_args=["--kill-on-bad-exit=1"])
+                          srun_args=["--kill-on-bad-exit=1"], teardown=teardown("%j"))
 
 
 def test_cpu_job_runs_nproc_tasks_without_gpus():

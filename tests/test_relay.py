@@ -24,3 +24,17 @@ def test_relay_gradients_equal_single_process(nproc, sp):
     assert {(r["head"], r["handoff"], r["zero"]) for r in rows} == \
         {(h, m, z) for h in heads for m in ("exact", "detached") for z in (0, 1, 2)}
     assert all(r["sp"] == sp and r["dp"] == nproc // sp and r["max_rel_err"] <= 1e-5 for r in rows), rows
+
+
+
+def test_one_pass_at_sp1_equals_the_relay_bitwise(engine_check):
+    """At sp=1 a step is one forward and one engine.backward(loss) (the default); over 3 real steps (dropout on,
+    so the RNG is used) it gives the weights, losses, accuracy counts and carried state of the relay's two
+    passes, bit for bit."""
+    rows = [r for r in engine_check if r["check"] == "one_pass"]
+    assert [r["head"] for r in rows] == ["lstm", "linear"]
+    for r in rows:
+        assert r["one_pass_flags"] == [True, False], r
+        assert r["weights_equal"] and r["rows_equal"] and r["states_equal"], r
+        trained_one, trained_relay, tensors = r["tensors_trained"]
+        assert trained_one == trained_relay == tensors, r  # every tensor moved: the comparison is not of idle weights
