@@ -21,9 +21,13 @@ def frame_index(frame: np.ndarray) -> int:
 
 
 def write_video(path: Path, n: int, fps: float = 25.0, width: int = 64, height: int = 48, times=None,
-                rotation: int | None = None, marker: bool = False) -> Path:
+                rotation: int | None = None, marker: bool = False, keyint: int | None = None,
+                bframes: int = 0, texture: bool = False) -> Path:
     """n frames of uniform grey level(i); `times` (seconds) gives explicit presentation times (variable
-    frame rate); `marker` paints a white block in the top-left corner to see rotation."""
+    frame rate); `marker` paints a white block in the top-left corner to see rotation; `keyint`: a keyframe
+    every so many frames (several GOPs), `bframes`: B-frames (presentation order differs from decoding
+    order, so a keyframe's presentation time lies after its decoding time); `texture` adds a moving pattern
+    (zero mean) so that frames reference each other as in real video."""
     import av
 
     path = Path(path)
@@ -33,11 +37,16 @@ def write_video(path: Path, n: int, fps: float = 25.0, width: int = 64, height: 
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.time_base = stream.codec_context.time_base = tb  # exact pts, not rounded to 1/fps
-        stream.options = {"crf": "10", "preset": "ultrafast", "bf": "0"}
+        stream.options = {"crf": "10", "preset": "ultrafast" if not bframes else "veryfast", "bf": str(bframes)}
+        if keyint:
+            stream.options["x264-params"] = f"keyint={keyint}:min-keyint={keyint}:scenecut=0"
         if rotation is not None:
             stream.set_display_rotation(rotation)
+        pattern = np.random.default_rng(0).integers(-20, 21, (height, width, 3)) if texture else 0
         for i in range(n):
             img = np.full((height, width, 3), level(i), np.uint8)
+            if texture:
+                img = (img + np.roll(pattern, i, axis=1)).clip(0, 255).astype(np.uint8)
             if marker:
                 img[: height // 4, : width // 4] = 255
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")

@@ -74,3 +74,55 @@ def test_staged_jpeg_equals_ffcv_encoder():
 
     rgb = np.random.default_rng(0).integers(0, 255, (24, 40, 3), dtype=np.uint8)
     np.testing.assert_array_equal(encode_frame(rgb, False, 85), encode_jpeg(rgb, 85))
+
+
+# -- seeking to the keyframe before a window, decoder threads ------------------------------------------------
+@pytest.fixture(scope="module")
+def gops(tmp_path_factory):
+    """4 s at 25 fps, a keyframe every 12 frames (0.48 s), B-frames: the path and its keyframe times."""
+    import av
+
+    path = write_video(tmp_path_factory.mktemp("gops") / "gops.mp4", 100, fps=25, keyint=12, bframes=2,
+                       texture=True)
+    with av.open(str(path)) as c:
+        keys = [float(f.pts * f.time_base) for f in c.decode(c.streams.video[0]) if f.key_frame]
+    assert keys == pytest.approx([0.48 * i for i in range(9)])
+    return path, keys
+
+
+# at a keyframe, just after it, one source frame after it, just before one, mid-GOP, the last GOP, past the end
+WINDOWS = [(1.44, 2.5), (1.4401, 2.0), (1.48, 1.9), (1.4399, 2.2), (2.7, 3.3), (3.85, 4.5), (3.99, None),
+           (0.3, 1.0), (2.0, None)]
+
+
+@pytest.mark.parametrize("start,end", WINDOWS)
+@pytest.mark.parametrize("fps", [10, 25])
+def test_window_seeks_and_samples_the_frames_of_a_decode_from_the_start(gops, start, end, fps):
+    path, _ = gops
+    sought = decode_video(path, fps=fps, size=24, start=start, end=end, seek=True)
+    whole = decode_video(path, fps=fps, size=24, start=start, end=end, seek=False)
+    np.testing.assert_array_equal(sought.frames, whole.frames)
+    np.testing.assert_array_equal(sought.times, whole.times)
+    assert (sought.duration, sought.rotation, sought.source_fps) == (whole.duration, whole.rotation, whole.source_fps)
+    assert sought.times[0] <= start < sought.times[0] + 1 / 25 + 1e-9, "the first frame is the one on screen"
+
+
+@pytest.mark.parametrize("start", [0.3, 1.4399, 1.44, 1.48, 3.99])
+def test_window_decoding_starts_at_the_last_keyframe_before_it(gops, start):
+    from data_prep.decode import _exact, _open, _positioned
+
+    path, keys = gops
+    container = _open(path, threads=1)
+    stream = container.streams.video[0]
+    first, frames = _positioned(container, stream, _exact(start))
+    key = next(frames)
+    container.close()
+    assert first.pts == 0 and key.key_frame
+    assert float(key.pts * stream.time_base) == pytest.approx(max(k for k in keys if k <= start))
+
+
+def test_decoder_threads_give_the_same_frames(gops):
+    path, _ = gops
+    one = decode_video(path, fps=25, size=(64, 48), threads=1)
+    for threads in (2, 3):
+        np.testing.assert_array_equal(decode_video(path, fps=25, size=(64, 48), threads=threads).frames, one.frames)
