@@ -76,27 +76,35 @@ def iter_frames(path: Path, fps: float, size, info: VideoInfo, start: float = 0.
     resize, start, end = _as_resize(size), _exact(start), None if end is None else _exact(end)
     container = _open(path, threads)
     try:
-        stream = container.streams.video[0]
-        info.source_fps = float(stream.average_rate or 0.0)
-        info.declared = _declared_duration(container, stream) or 0.0
         try:
-            first, frames = _positioned(container, stream, start) if seek and start > 0 else (None, None)
-            if first is not None and frames is None:  # no keyframe serves the window: from the start after all
-                container.close()
-                container = _open(path, threads)
-                stream = container.streams.video[0]
-            frames = frames if frames is not None else container.decode(stream)
+            container, first, frames = _frames(path, container, start if seek else 0, threads)
+            stream = container.streams.video[0]
+            info.source_fps = float(stream.average_rate or 0.0)
+            info.declared = _declared_duration(container, stream) or 0.0
             stopped_early = yield from _sample(frames, stream, first, _exact(fps), resize, info, start, end)
         except (av.FFmpegError, EOFError) as e:
             raise DecodeError(f"decoding failed: {_reason(e)}") from e
-        declared = info.declared
         if stopped_early:  # the window ended before the video: its length is what the header says
-            info.duration = declared or info.duration
-        elif declared and info.duration < declared - max(1.0, 0.05 * declared):
+            info.duration = info.declared or info.duration
+        elif info.declared and info.duration < info.declared - max(1.0, 0.05 * info.declared):
             # a file cut short often still opens and decodes its first part
-            raise DecodeError(f"truncated: decoded {info.duration:.1f} s of the {declared:.1f} s the header declares")
+            raise DecodeError(f"truncated: decoded {info.duration:.1f} s of the {info.declared:.1f} s the header "
+                              "declares")
     finally:
         container.close()
+
+
+def _frames(path: Path, container, start: Fraction, threads: int):
+    """(container, the first frame if already decoded, the decoded frames from where sampling begins): from
+    the keyframe before `start` where one serves, else from the first frame (reopened, if a seek was tried)."""
+    if start > 0:
+        first, frames = _positioned(container, container.streams.video[0], start)
+        if frames is not None:
+            return container, first, frames
+        if first is not None:
+            container.close()
+            container = _open(path, threads)
+    return container, None, container.decode(container.streams.video[0])
 
 
 def _open(path: Path, threads: int):

@@ -89,6 +89,9 @@ def write_phases(path: Path, phases: list[str], step: int = 1) -> Path:
 def read_shard(path: Path) -> dict:
     """Every sample of a shard, read straight from the FFCV file (no Loader, no JIT): the scalar fields, and the
     stored image bytes with their height and width."""
+    from framework.data import jit_cache
+
+    jit_cache.enable()  # before this process's first ffcv import
     from ffcv.reader import Reader
 
     from framework.data.schema import FIELDS

@@ -68,6 +68,9 @@ def test_unreadable_files_raise_decode_error(tmp_path):
 
 def test_staged_jpeg_equals_ffcv_encoder():
     """Staging encodes frames itself; the shard must hold exactly what FFCV's writer would have encoded."""
+    from framework.data import jit_cache
+
+    jit_cache.enable()
     from ffcv.fields.rgb_image import encode_jpeg
 
     from data_prep.stage import encode_frame
@@ -126,3 +129,16 @@ def test_decoder_threads_give_the_same_frames(gops):
     one = decode_video(path, fps=25, size=(64, 48), threads=1)
     for threads in (2, 3):
         np.testing.assert_array_equal(decode_video(path, fps=25, size=(64, 48), threads=threads).frames, one.frames)
+
+
+def test_window_without_a_usable_keyframe_decodes_from_the_start(gops, monkeypatch):
+    """When no seek lands on a keyframe on screen at the window's start (here: no seek is tried at all),
+    the video is decoded from its first frame, with the same result."""
+    from data_prep import decode
+
+    path, _ = gops
+    want = decode_video(path, fps=10, size=24, start=2.7, end=3.3, seek=False)
+    monkeypatch.setattr(decode, "SEEK_BACK", ())
+    got = decode_video(path, fps=10, size=24, start=2.7, end=3.3)
+    np.testing.assert_array_equal(got.frames, want.frames)
+    np.testing.assert_array_equal(got.times, want.times)
