@@ -119,9 +119,10 @@ def _open(path: Path, threads: int):
         container.close()
         raise DecodeError(f"no video stream ({', '.join(kinds)})")
     codec = container.streams.video[0].codec_context
-    # FRAME threading: H.264 and most codecs put one slice in a frame, so slice threads have nothing to share
-    # (measured: bench/prep.py). thread_count 1 is one thread; FFmpeg's default (0) is one per core.
-    codec.thread_type, codec.thread_count = ("FRAME" if threads > 1 else "SLICE"), max(1, threads)
+    # AUTO: frame threading where the codec has it (H.264, HEVC, VP9...: encoders put one slice in a frame, so
+    # slice threads alone have nothing to share; measured in bench/prep.py), slice threading where it has only
+    # that. thread_count 1 is one thread (FFmpeg's default, 0, is one per core, whatever the other workers do).
+    codec.thread_type, codec.thread_count = "AUTO", max(1, threads)
     return container
 
 
