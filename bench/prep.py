@@ -164,20 +164,24 @@ def run_ffmpeg(commands: list[list[str]], workers: int) -> float:
     return time.perf_counter() - start
 
 
-def ffmpeg_videos(videos: list[Path], fps: float, out: Path) -> list[list[str]]:
+FFMPEG = ["ffmpeg", "-nostdin", "-loglevel", "error"]
+
+
+def ffmpeg_videos(videos: list[Path], fps: float, out: Path, decoder: list[str]) -> list[list[str]]:
+    """`decoder`: options before -i ([] for ffmpeg's defaults, ["-threads", "1"])."""
     cmds = []
     for v in videos:
         (out / v.stem).mkdir(parents=True)
-        cmds.append(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(v), "-vf", f"fps={fps:g},scale={SIZE}:{SIZE}",
+        cmds.append([*FFMPEG, *decoder, "-i", str(v), "-vf", f"fps={fps:g},scale={SIZE}:{SIZE}",
                      str(out / v.stem / "%06d.jpg")])
     return cmds
 
 
-def ffmpeg_windows(root: Path, s: Setup, out: Path) -> list[list[str]]:
+def ffmpeg_windows(root: Path, s: Setup, out: Path, decoder: list[str]) -> list[list[str]]:
     cmds = []
     for i, start in enumerate(window_starts(s)):
         (out / f"w{i}").mkdir(parents=True)
-        cmds.append(["ffmpeg", "-nostdin", "-loglevel", "error", "-ss", f"{start:g}", "-t", f"{s.clip_seconds:g}",
+        cmds.append([*FFMPEG, *decoder, "-ss", f"{start:g}", "-t", f"{s.clip_seconds:g}",
                      "-i", str(root / "videos" / f"long{i % s.long_videos}.mp4"), "-vf",
                      f"fps={s.clip_fps:g},scale={SIZE}:{SIZE}", str(out / f"w{i}" / "%06d.jpg")])
     return cmds
@@ -264,8 +268,7 @@ def threading_study(video: Path, workers: int, frames: int, rounds: int) -> dict
                 together[f"{t} {n}"].append(sum(pool.map(decode_rate, *zip(*[(str(video), t, n, frames)] * workers))))
     ffmpeg = {}
     for threads in ("1", "0"):
-        cmd = ["ffmpeg", "-nostdin", "-loglevel", "error", "-threads", threads, "-i", str(video), "-frames:v",
-               str(frames), "-f", "null", "-"]
+        cmd = [*FFMPEG, "-threads", threads, "-i", str(video), "-frames:v", str(frames), "-f", "null", "-"]
         ffmpeg[f"ffmpeg -threads {threads}"] = frames / run_ffmpeg([cmd], 1)
     return {"alone": {k: statistics.median(v) for k, v in alone.items()},
             "together": {k: statistics.median(v) for k, v in together.items()}, "ffmpeg_alone": ffmpeg,
@@ -290,19 +293,19 @@ def bench(s: Setup, rounds: int, work: Path, max_load: float, wait_s: float) -> 
     load = {"waited_for": waited, "before": os.getloadavg()[0]}
     scratch = work / "scratch"
     warm_cache = scratch / "jit-warm"
-    cases = {
-        "long": (inputs["long"], ["--fps", f"{s.long_fps:g}"], lambda out: ffmpeg_videos(videos_of(inputs["long"]),
-                                                                                      s.long_fps, out)),
-        "clips": (inputs["clips"], ["--fps", f"{s.clip_fps:g}", "--clips", "clips.csv"],
-                  lambda out: ffmpeg_videos(videos_of(inputs["clips"]), s.clip_fps, out)),
-        "windows": (inputs["windows"], ["--fps", f"{s.clip_fps:g}", "--clips", "clips.csv"],
-                    lambda out: ffmpeg_windows(inputs["windows"], s, out)),
-        "tiny": (inputs["tiny"], ["--fps", f"{s.long_fps:g}"], lambda out: ffmpeg_videos(videos_of(inputs["tiny"]),
-                                                                                      s.long_fps, out)),
+    long, clips, windows, tiny = (inputs[k] for k in ("long", "clips", "windows", "tiny"))
+    cases = {  # vt-prep's arguments, and ffmpeg's commands given its decoder options
+        "long": (long, ["--fps", f"{s.long_fps:g}"], lambda out, d: ffmpeg_videos(videos_of(long), s.long_fps, out, d)),
+        "clips": (clips, ["--fps", f"{s.clip_fps:g}", "--clips", "clips.csv"],
+                  lambda out, d: ffmpeg_videos(videos_of(clips), s.clip_fps, out, d)),
+        "windows": (windows, ["--fps", f"{s.clip_fps:g}", "--clips", "clips.csv"],
+                    lambda out, d: ffmpeg_windows(windows, s, out, d)),
+        "tiny": (tiny, ["--fps", f"{s.long_fps:g}"], lambda out, d: ffmpeg_videos(videos_of(tiny), s.long_fps, out, d)),
     }
-    runs = {name: {"ffmpeg": [], "cold": [], "warm": []} for name in cases}
+    ffmpegs = {"ffmpeg": [], "ffmpeg_1thread": ["-threads", "1"]}
+    runs = {name: {"cold": [], "warm": [], **{k: [] for k in ffmpegs}} for name in cases}
     # fills the warm cache with what vt-prep compiles, and leaves a shard for the loader's start
-    run_vtprep(inputs["tiny"], scratch, cases["tiny"][1], warm_cache, s.workers, keep="loader-data")
+    run_vtprep(tiny, scratch, cases["tiny"][1], warm_cache, s.workers, keep="loader-data")
     loader_start(scratch / "loader-data", warm_cache)  # and the loader's pipeline
     starts = {"cold": [], "warm": []}
     for _ in range(rounds):
@@ -311,10 +314,11 @@ def bench(s: Setup, rounds: int, work: Path, max_load: float, wait_s: float) -> 
             runs[name]["cold"].append(run_vtprep(src, scratch, args, cold, s.workers))
             shutil.rmtree(cold, ignore_errors=True)
             runs[name]["warm"].append(run_vtprep(src, scratch, args, warm_cache, s.workers, rerun=name == "long"))
-            out = scratch / "ffmpeg"
-            shutil.rmtree(out, ignore_errors=True)
-            seconds = run_ffmpeg(ffmpeg_cmds(out), s.workers)
-            runs[name]["ffmpeg"].append({"s": seconds, "frames": sum(1 for _ in out.rglob("*.jpg"))})
+            for method, decoder in ffmpegs.items():
+                out = scratch / "ffmpeg"
+                shutil.rmtree(out, ignore_errors=True)
+                seconds = run_ffmpeg(ffmpeg_cmds(out, decoder), s.workers)
+                runs[name][method].append({"s": seconds, "frames": sum(1 for _ in out.rglob("*.jpg"))})
         starts["cold"].append(loader_start(scratch / "loader-data", scratch / "jit-cold"))
         shutil.rmtree(scratch / "jit-cold")
         starts["warm"].append(loader_start(scratch / "loader-data", warm_cache))
@@ -341,6 +345,7 @@ def summarise(runs: dict, s: Setup) -> dict:
                 row[method]["rerun_s"] = statistics.median(x["rerun_s"] for x in rs)
         row["warm/ffmpeg"] = row["warm"]["frames_per_s"] / row["ffmpeg"]["frames_per_s"]
         row["cold/ffmpeg"] = row["cold"]["frames_per_s"] / row["ffmpeg"]["frames_per_s"]
+        row["warm/ffmpeg_1thread"] = row["warm"]["frames_per_s"] / row["ffmpeg_1thread"]["frames_per_s"]
         out[name] = row
     return out
 
@@ -360,9 +365,12 @@ def report(r: dict) -> str:
 
     def row(label, name):
         x = m[name]
-        return (f"| {label} | {x['ffmpeg']['frames']} | {x['ffmpeg']['s']:.1f} s, {x['ffmpeg']['frames_per_s']:.0f} | "
-                f"{x['cold']['s']:.1f} s, {x['cold']['frames_per_s']:.0f} | {x['warm']['s']:.1f} s, "
-                f"{x['warm']['frames_per_s']:.0f} | {x['cold/ffmpeg']:.2f} | **{x['warm/ffmpeg']:.2f}** |")
+
+        def cell(method):
+            return f"{x[method]['s']:.1f} s, {x[method]['frames_per_s']:.0f}"
+
+        return (f"| {label} | {x['ffmpeg']['frames']} | {cell('ffmpeg')} | {cell('ffmpeg_1thread')} | {cell('cold')} | "
+                f"{cell('warm')} | {x['cold/ffmpeg']:.2f} | **{x['warm/ffmpeg']:.2f}** | {x['warm/ffmpeg_1thread']:.2f} |")
 
     settings = "\n".join(f"| {k} | {t['alone'][k]:.0f} | {t['together'][k]:.0f} |" for k in t["alone"])
     ffmpeg_rates = ", ".join(f"`{k}` {v:.0f}" for k, v in t["ffmpeg_alone"].items())
@@ -370,7 +378,8 @@ def report(r: dict) -> str:
     return f"""## Preparation throughput: vt-prep vs ffmpeg (`python -m bench.prep --out docs/BENCHMARKS.md`)
 Machine: {machine()}; {r['cores']} cores usable, {s['workers']} processes at a time for both tools
 (vt-prep `--workers {s['workers']}`, decoder threads by the rule workers × threads ≤ cores; ffmpeg: one process per video,
-its own default threads). Outputs {SIZE}×{SIZE} JPEG: ffmpeg one file per frame, vt-prep FFCV shards + manifest.
+with its default threads (one per core, and more: frame threading), and with `-threads 1` before `-i`, the threads
+vt-prep's rule gives here: on a shared machine a process with more threads takes a larger share of the cores). Outputs {SIZE}×{SIZE} JPEG: ffmpeg one file per frame, vt-prep FFCV shards + manifest.
 Inputs made by PyAV/libx264 (x264 defaults, CRF 20, B-frames): (a) {s['long_videos']} videos of
 {s['long_seconds'] / 60:g} min at {s['source_fps']} fps, {s['long_size'][0]}×{s['long_size'][1]}
 ({r['input_mb']['long']:.0f} MB), sampled at {s['long_fps']:g} fps; (b) {s['clips']} clips of {s['clip_seconds']:g} s,
@@ -383,8 +392,8 @@ warm. Load (1-min average, the machine is shared): {load['before']:.2f} at the s
 {load['after']:.2f} at the end. {r['versions']['ffmpeg']}; PyAV {r['versions']['pyav']} (libavcodec
 {r['versions']['pyav_libavcodec']}).
 
-| input | frames out | ffmpeg: wall, frames/s | vt-prep cold | vt-prep warm | cold / ffmpeg | warm / ffmpeg (goal ≥ 0.9 on (a)) |
-|---|---|---|---|---|---|---|
+| input | frames out | ffmpeg: wall, frames/s | ffmpeg `-threads 1` | vt-prep cold | vt-prep warm | cold / ffmpeg | warm / ffmpeg (goal ≥ 0.9 on (a)) | warm / ffmpeg `-threads 1` |
+|---|---|---|---|---|---|---|---|---|
 {row("(a) long videos, 1 fps", "long")}
 {row("(b) short clips, 10 fps", "clips")}
 {row("(c) clip windows on long videos, 10 fps", "windows")}

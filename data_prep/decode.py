@@ -10,11 +10,14 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+
+from .sparse import Targets
+from .sparse import decode as sparse_decode
 
 
 class DecodeError(RuntimeError):
@@ -65,23 +68,27 @@ def _as_resize(size) -> Resize:
     return Resize(size=tuple(size))
 
 
-def iter_frames(path: Path, fps: float, size, info: VideoInfo, start: float = 0.0,
-                end: float | None = None, threads: int = 1, seek: bool = True) -> Iterator[tuple[float, np.ndarray]]:
+def iter_frames(path: Path, fps: float, size, info: VideoInfo, start: float = 0.0, end: float | None = None,
+                threads: int = 1, seek: bool = True, sparse: bool = True) -> Iterator[tuple[float, np.ndarray]]:
     """Yield (time, RGB frame) for every target time in [start, end); fills `info` as it goes.
-    `size`: an int (square), (width, height) or a Resize. `threads`: decoder threads (frame threading).
-    `seek`: a window starting after 0 s is decoded from the keyframe before it, not from the first frame
-    (the same frames come out). Raises DecodeError for anything unreadable."""
+    `size`: an int (square), (width, height) or a Resize. `threads`: decoder threads. `seek`: a window
+    starting after 0 s is decoded from the keyframe before it, not from the first frame. `sparse`: frames no
+    target shows and none references are not decoded (sparse.py). Neither changes the frames that come out.
+    Raises DecodeError for anything unreadable."""
     import av
 
-    resize, start, end = _as_resize(size), _exact(start), None if end is None else _exact(end)
+    resize, start, end, fps = _as_resize(size), _exact(start), None if end is None else _exact(end), _exact(fps)
     container = _open(path, threads)
     try:
         try:
-            container, first, frames = _frames(path, container, start if seek else 0, threads)
             stream = container.streams.video[0]
             info.source_fps = float(stream.average_rate or 0.0)
             info.declared = _declared_duration(container, stream) or 0.0
-            stopped_early = yield from _sample(frames, stream, first, _exact(fps), resize, info, start, end)
+            # without a declared length, a window's end would be measured on a frame that may be skipped
+            targets = Targets(start, fps, end, stream.time_base) if sparse and info.declared else None
+            container, first, frames = _frames(path, container, start if seek else 0, threads, targets)
+            stream = container.streams.video[0]
+            stopped_early = yield from _sample(frames, stream, first, fps, resize, info, start, end)
         except (av.FFmpegError, EOFError) as e:
             raise DecodeError(f"decoding failed: {_reason(e)}") from e
         if stopped_early:  # the window ended before the video: its length is what the header says
@@ -94,17 +101,17 @@ def iter_frames(path: Path, fps: float, size, info: VideoInfo, start: float = 0.
         container.close()
 
 
-def _frames(path: Path, container, start: Fraction, threads: int):
+def _frames(path: Path, container, start: Fraction, threads: int, targets: Targets | None):
     """(container, the first frame if already decoded, the decoded frames from where sampling begins): from
     the keyframe before `start` where one serves, else from the first frame (reopened, if a seek was tried)."""
     if start > 0:
-        first, frames = _positioned(container, container.streams.video[0], start)
+        first, frames = _positioned(container, container.streams.video[0], start, targets)
         if frames is not None:
             return container, first, frames
         if first is not None:
             container.close()
             container = _open(path, threads)
-    return container, None, container.decode(container.streams.video[0])
+    return container, None, sparse_decode(container, container.streams.video[0], targets)
 
 
 def _open(path: Path, threads: int):
@@ -129,7 +136,7 @@ def _open(path: Path, threads: int):
 SEEK_BACK = (0, 2, 8, 32)  # seconds before the window to seek to, tried in turn
 
 
-def _positioned(container, stream, start: Fraction):
+def _positioned(container, stream, start: Fraction, targets: Targets | None = None):
     """Decode the first frame (all times count from it), then seek to a keyframe on screen at or before
     `start`. Returns (first frame, frames from the keyframe on), or (first frame, None) when no seek serves:
     the keyframe found after a seek must be decodable on its own and not later than the window's start; a
@@ -143,7 +150,9 @@ def _positioned(container, stream, start: Fraction):
         if start - back <= 0:
             break
         container.seek(first.pts + math.floor((start - back) / tb), stream=stream, backward=True)
-        frames = iter(container.decode(stream))
+        if targets is not None:
+            targets = replace(targets, origin=first.pts)
+        frames = iter(sparse_decode(container, stream, targets))
         key = next(frames, None)
         if key is not None and key.pts is not None and key.key_frame and (key.pts - first.pts) * tb <= start:
             return first, itertools.chain([key], frames)
@@ -228,11 +237,11 @@ def _reason(e: Exception) -> str:
 
 
 def decode_video(path: Path, fps: float, size=64, start: float = 0.0, end: float | None = None,
-                 threads: int = 1, seek: bool = True) -> Decoded:
+                 threads: int = 1, seek: bool = True, sparse: bool = True) -> Decoded:
     """Decode into memory (small videos, tests). Arguments as in iter_frames."""
     info = VideoInfo()
     frames, times = [], []
-    for t, rgb in iter_frames(path, fps, size, info, start, end, threads, seek):
+    for t, rgb in iter_frames(path, fps, size, info, start, end, threads, seek, sparse):
         frames.append(rgb)
         times.append(t)
     if not frames:

@@ -38,8 +38,10 @@ def write_video(path: Path, n: int, fps: float = 25.0, width: int = 64, height: 
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.time_base = stream.codec_context.time_base = tb  # exact pts, not rounded to 1/fps
         stream.options = {"crf": "10", "preset": "ultrafast" if not bframes else "veryfast", "bf": str(bframes)}
-        if keyint:
-            stream.options["x264-params"] = f"keyint={keyint}:min-keyint={keyint}:scenecut=0"
+        params = [f"keyint={keyint}:min-keyint={keyint}:scenecut=0"] if keyint else []
+        params += ["b-adapt=0"] if bframes else []  # B-frames even where x264 would choose P-frames
+        if params:
+            stream.options["x264-params"] = ":".join(params)
         if rotation is not None:
             stream.set_display_rotation(rotation)
         pattern = np.random.default_rng(0).integers(-20, 21, (height, width, 3)) if texture else 0

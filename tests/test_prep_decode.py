@@ -1,4 +1,6 @@
 """Temporal sampling by presentation timestamp (VFR included), rotation metadata, resizing, JPEG bytes."""
+from fractions import Fraction
+
 import numpy as np
 import pytest
 from prep_media import PERIOD, frame_index, write_video
@@ -142,3 +144,36 @@ def test_window_without_a_usable_keyframe_decodes_from_the_start(gops, monkeypat
     got = decode_video(path, fps=10, size=24, start=2.7, end=3.3)
     np.testing.assert_array_equal(got.frames, want.frames)
     np.testing.assert_array_equal(got.times, want.times)
+
+
+# -- not decoding what no target shows (data_prep/sparse.py) ---------------------------------------------------
+@pytest.mark.parametrize("fps", [1, 3, 7.3, 10, 25, 50])
+@pytest.mark.parametrize("window", [(0.0, None), (1.44, 2.5), (2.7, 3.3), (3.85, None)])
+def test_sparse_decoding_samples_the_frames_of_a_full_decode(gops, fps, window):
+    path, _ = gops
+    start, end = window
+    sparse = decode_video(path, fps=fps, size=24, start=start, end=end, sparse=True)
+    full = decode_video(path, fps=fps, size=24, start=start, end=end, sparse=False)
+    np.testing.assert_array_equal(sparse.frames, full.frames)
+    np.testing.assert_array_equal(sparse.times, full.times)
+    assert sparse.duration == full.duration
+
+
+@pytest.mark.parametrize("fps,skipped", [(1, True), (25, False)])
+def test_sparse_decoding_skips_only_frames_no_target_shows(gops, fps, skipped):
+    """At 1 fps from 25 fps most B-frames (non-reference) are not decoded; at the source rate all are."""
+    import av
+
+    from data_prep.sparse import Targets, decode
+
+    path, _ = gops
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        every = [f.pts for f in c.decode(stream)]
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        some = [f.pts for f in decode(c, stream, Targets(Fraction(0), Fraction(fps), None, stream.time_base))]
+    assert set(some) <= set(every) and some == sorted(some)
+    assert (len(some) < 0.8 * len(every)) if skipped else (some == every)
+    kept = [every[int(np.searchsorted(every, k / fps / stream.time_base, side="right")) - 1] for k in range(4 * fps)]
+    assert set(kept) <= set(some), "every frame a target shows is decoded"
