@@ -112,7 +112,7 @@ def make_inputs(work: Path, s: Setup) -> dict:
         rows = [f"{labels[i % 5]},clip{i:03d},0,{int(s.clip_seconds)},train" for i in range(s.clips)]
         (work / "clips" / "clips.csv").write_text("label,youtube_id,time_start,time_end,split\n" + "\n".join(rows))
         (work / "windows").mkdir()
-        (work / "windows" / "videos").symlink_to(work / "long" / "videos")
+        (work / "windows" / "videos").symlink_to(Path("..") / "long" / "videos")  # relative: the folder may move
         (work / "windows" / "clips.csv").write_text("label,youtube_id,time_start,time_end,split\n" + "\n".join(
             f"{labels[i % 5]},long{i % s.long_videos},{start:g},{start + s.clip_seconds:g},train"
             for i, start in enumerate(window_starts(s))))
