@@ -9,7 +9,7 @@ DEMO_RUN ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
 export OMP_NUM_THREADS ?= 1
 export DS_ACCELERATOR ?= cpu
 
-.PHONY: demo test bench bench-loader setup apt clean
+.PHONY: demo test bench bench-loader bench-prep setup apt clean
 
 setup: $(STAMP)
 
@@ -44,6 +44,10 @@ bench: $(STAMP) data/demo/manifest.json
 # builds its own synthetic 360p videos + shards under data/bench-loader (a few minutes the first time)
 bench-loader: $(STAMP)
 	$(BIN)/python -m bench.loader --out docs/BENCHMARKS.md
+
+# vt-prep vs one ffmpeg per video; makes its 480p videos under data/bench-prep (minutes the first time), apt ffmpeg
+bench-prep: $(STAMP)
+	$(BIN)/python -m bench.prep --out docs/BENCHMARKS.md
 
 clean:
 	rm -rf data/demo

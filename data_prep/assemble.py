@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from framework.atomic import write_json
+from framework.data import jit_cache
 from framework.data.manifest import (
     Manifest,
     ManifestError,
@@ -27,6 +29,8 @@ from framework.data.manifest import (
 from framework.data.schema import FIELDS, writer_fields
 
 from .align import BACKGROUND
+from .identity import identity
+from .jobs import STAGING
 
 SPLIT_ORDER = ("train", "val", "test")
 PAGE = 4 * (1 << 21)  # FFCV's default page: data is written in whole pages, and the metadata region is padded
@@ -194,14 +198,17 @@ def shard_key(plan: ShardPlan, video_index: dict[str, int], labels: list[str], j
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _unchanged(root: Path, previous: ShardEntry | None, key: str) -> bool:
+def _kept(root: Path, previous: ShardEntry | None, key: str, recorded: dict) -> bool:
+    """The previous run's shard is what this run would write: same inputs (key), and the file is the one
+    the manifest describes (size and header, then the sha256, taken from the record while the file's size
+    and mtime are those recorded: see identity.py)."""
     if previous is None or previous.key != key:
         return False
     try:
-        check_shard(root, previous, full=True)
-        return True
+        path = check_shard(root, previous)
     except ManifestError:
         return False
+    return identity(path, recorded.get(previous.name, {}))["sha256"] == previous.sha256
 
 
 def write_all(root: Path, plans: list[ShardPlan], labels: list[str], jpeg_quality: int, raw: bool,
@@ -209,9 +216,12 @@ def write_all(root: Path, plans: list[ShardPlan], labels: list[str], jpeg_qualit
     """Write every planned shard, except those the previous run already wrote from the same inputs."""
     video_index = {v.id: i for i, v in enumerate(v for p in plans for v in p.videos)}
     keys = [shard_key(p, video_index, labels, jpeg_quality, raw) for p in plans]
-    kept = {p.name: previous[p.name] for p, k in zip(plans, keys) if _unchanged(root, previous.get(p.name), k)}
+    recorded = _recorded_shards(root)
+    kept = {p.name: previous[p.name] for p, k in zip(plans, keys) if _kept(root, previous.get(p.name), k, recorded)}
     todo = [(p, k) for p, k in zip(plans, keys) if p.name not in kept]
     job = partial(_write_keyed, root, video_index=video_index, labels=labels, jpeg_quality=jpeg_quality, raw=raw)
+    if todo:
+        jit_cache.enable()  # before the first ffcv import: the import compiles (or loads) numba code
     if workers <= 1 or len(todo) <= 1:
         written = [job(item) for item in todo]
     else:
@@ -220,7 +230,28 @@ def write_all(root: Path, plans: list[ShardPlan], labels: list[str], jpeg_qualit
         with ProcessPoolExecutor(min(workers, len(todo))) as pool:
             written = list(pool.map(job, todo))
     kept.update({e.name: e for e in written})
-    return [kept[p.name] for p in plans]
+    shards = [kept[p.name] for p in plans]
+    _record_shards(root, shards)
+    return shards
+
+
+SHARD_RECORD = "shards.json"  # under .vt-prep: size, mtime and sha256 of each shard this run left
+
+
+def _recorded_shards(root: Path) -> dict:
+    try:
+        return json.loads((Path(root) / STAGING / SHARD_RECORD).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _record_shards(root: Path, shards: list[ShardEntry]) -> None:
+    record = {}
+    for s in shards:
+        st = (Path(root) / s.name).stat()
+        record[s.name] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": s.sha256}
+    (Path(root) / STAGING).mkdir(parents=True, exist_ok=True)
+    write_json(Path(root) / STAGING / SHARD_RECORD, record, indent=1)
 
 
 def _write_keyed(root, item, **kwargs) -> ShardEntry:

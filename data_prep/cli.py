@@ -2,7 +2,7 @@
 
   vt-prep prepare --root DIR [--phases 'annotations/{id}.txt' | --clips clips.csv | --segments segs.json]
                   [--tools 'tool_annotations/{id}-tool.txt'] [--fps 1 --size 224 | --short-side 256]
-                  [--workers 8 --shard-size 4G]                    any videos under DIR/videos, any annotation
+                  [--workers 8 --decode-threads 1 --shard-size 4G]   any videos under DIR/videos, any annotation
   vt-prep shards --root DIR [--test video038,video039] [--fps 5 --size 64]   = prepare --phases 'annotations/{id}.txt'
   vt-prep synthetic --out data/demo [--videos 24 --test-videos 6 --seed 0 --tools ...]   videos + annotations + shards
   vt-prep verify --root DIR                                                      check shards against the manifest
@@ -43,6 +43,8 @@ def _shard_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jpeg-quality", type=int, default=90)
     p.add_argument("--raw", action="store_true", help="store raw pixels instead of JPEG")
     p.add_argument("--workers", type=int, default=1, help="processes for decoding and for writing shards")
+    p.add_argument("--decode-threads", type=int,
+                   help="decoder threads per worker (default: cores // workers, so workers × threads <= cores)")
     p.add_argument("--shard-size", type=_bytes, help="cap per shard file, e.g. 4G (a split gets several shards)")
     p.add_argument("--ann-fps", type=float, help="rate of frame-indexed annotation rows (default: the video's)")
     p.add_argument("--tolerance", type=float, default=1.0,
@@ -64,15 +66,16 @@ def _spec(a, root: Path):
     if a.labels:
         labels = tuple(ln.strip() for ln in _in_root(root, a.labels).read_text().splitlines() if ln.strip())
     return ShardSpec(fps=a.fps, size=a.size, short_side=a.short_side, jpeg_quality=a.jpeg_quality, raw=a.raw,
-                     workers=a.workers, shard_bytes=a.shard_size, ann_fps=a.ann_fps, tolerance=a.tolerance,
-                     labels=labels)
+                     workers=a.workers, decode_threads=a.decode_threads, shard_bytes=a.shard_size,
+                     ann_fps=a.ann_fps, tolerance=a.tolerance, labels=labels)
 
 
 def _run(root: Path, jobs, problems, a) -> int:
     from .prepare import prepare, print_summary
 
     spec = _spec(a, root)
-    result = prepare(root, jobs, spec.stage_spec(), spec.workers, spec.shard_bytes, problems, not a.quiet)
+    result = prepare(root, jobs, spec.stage_spec(), spec.workers, spec.shard_bytes, problems, not a.quiet,
+                     spec.decode_threads)
     print_summary(result, root)
     print(f"report: {root / 'prep_report.json'}")
     if result.manifest is None:

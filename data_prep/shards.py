@@ -30,6 +30,7 @@ class ShardSpec:
     jpeg_quality: int = 90
     raw: bool = False
     workers: int = 1  # processes, for decoding and for writing shards
+    decode_threads: int | None = None  # decoder threads per worker; None: cores // workers (see prepare.py)
     shard_bytes: int | None = None  # cap per shard (a split gets several shards); None: one shard per split
     ann_fps: float | None = None  # rate of annotation rows; None: the video's frame rate
     tolerance: float = 1.0  # seconds by which labels and video length may differ
@@ -38,6 +39,7 @@ class ShardSpec:
     def __post_init__(self):
         checks = {"fps must be > 0": self.fps > 0, "jpeg_quality must be in 1..100": 1 <= self.jpeg_quality <= 100,
                   "workers must be >= 1": self.workers >= 1, "tolerance must be >= 0": self.tolerance >= 0,
+                  "decode threads must be >= 1": self.decode_threads is None or self.decode_threads >= 1,
                   "shard size must be > 0": self.shard_bytes is None or self.shard_bytes > 0,
                   "ann_fps must be > 0": self.ann_fps is None or self.ann_fps > 0}
         bad = [msg for msg, ok in checks.items() if not ok]
@@ -65,7 +67,8 @@ def write_shards(root: Path, items: list[VideoItem], spec: ShardSpec = ShardSpec
     if labels is not None:
         spec = ShardSpec(**{**spec.__dict__, "labels": tuple(labels)})
     jobs = [Job(it.id, it.video, it.split, kind="phases", phases=it.annotation, tools=it.tools) for it in items]
-    result = prepare(root, jobs, spec.stage_spec(), spec.workers, spec.shard_bytes, progress=progress)
+    result = prepare(root, jobs, spec.stage_spec(), spec.workers, spec.shard_bytes, progress=progress,
+                     threads=spec.decode_threads)
     if result.problems:
         p = result.problems[0]
         raise AnnotationError(f"{p.file}: {p.reason} ({len(result.problems)} input(s) failed, see prep_report.json)")

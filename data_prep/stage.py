@@ -4,6 +4,9 @@ Each video lands in `<root>/.vt-prep/staging/<id>.npz` (encoded frames + per-fra
 done-marker holding the fingerprint of everything that went into it and the npz checksum. The marker is
 written last, atomically, so a killed run leaves either a complete, checkable video or nothing; a rerun reuses
 every video whose marker still matches.
+
+A rerun hashes only what changed: the marker records size, mtime and sha256 of the source video, the annotation
+files and the npz (identity.py says what is trusted).
 """
 from __future__ import annotations
 
@@ -14,13 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from framework.data.manifest import sha256
 from framework.atomic import write_atomic
 
 from .align import BACKGROUND, check_window, run_lengths, segment_labels, table_rows
 from .annotations import AnnotationError, read_frame_table, tool_masks
 from .decode import DecodeError, Resize, VideoInfo, iter_frames
+from .identity import identity
 from .jobs import STAGING, Job
+from .progress import VideoProgress, expected_frames
 from .report import Problem
 
 STAGE_VERSION = 1  # bump when the staging format or the sampling rule changes: old staging is redone
@@ -50,16 +54,21 @@ def staging_paths(root: Path, job: Job) -> tuple[Path, Path]:
     return stem.with_suffix(".npz"), stem.with_suffix(".json")
 
 
-def stage(root: Path, job: Job, spec: StageSpec) -> Outcome:
+def stage(root: Path, job: Job, spec: StageSpec, threads: int = 1) -> Outcome:
+    """`threads`: decoder threads (they do not change the output)."""
     root = Path(root)
     npz, marker = staging_paths(root, job)
     try:
-        source = _source_identity(root / job.video, marker)
-        fingerprint = _fingerprint(root, job, spec, source["sha256"])
         previous = _read_marker(marker)
-        if previous.get("fingerprint") == fingerprint and npz.is_file() and sha256(npz) == previous.get("npz_sha256"):
-            return Outcome(job, meta=previous, reused=True)
-        arrays, meta = _build(root, job, spec)
+        source = identity(root / job.video, previous.get("source", {}))
+        annotations = {p: identity(root / p, previous.get("annotations", {}).get(p, {}))
+                       for p in (job.phases, job.tools) if p and (root / p).is_file()}
+        fingerprint = _fingerprint(job, spec, source["sha256"], annotations)
+        staged = _staged(npz, previous) if previous.get("fingerprint") == fingerprint else None
+        if staged:
+            return Outcome(job, meta=_remember(marker, previous, source=source, annotations=annotations, npz=staged),
+                           reused=True)
+        arrays, meta = _build(root, job, spec, threads)
     except DecodeError as e:
         return Outcome(job, Problem(job.video, str(e), "decode"))
     except (AnnotationError, OSError, UnicodeDecodeError) as e:
@@ -68,19 +77,49 @@ def stage(root: Path, job: Job, spec: StageSpec) -> Outcome:
         return Outcome(job, Problem(job.video, f"unexpected {type(e).__name__}: {e}", "decode"))
     npz.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(npz, lambda f: np.savez(f, **arrays))
-    meta.update(fingerprint=fingerprint, source=source, npz_sha256=sha256(npz), job=asdict(job))
+    staged = identity(npz, {})
+    meta.update(fingerprint=fingerprint, source=source, annotations=annotations, npz=staged,
+                npz_sha256=staged["sha256"], job=asdict(job))
+    _write_marker(marker, meta)
+    return Outcome(job, meta=json.loads(json.dumps(meta)))  # the same shape a reused marker has
+
+
+def _staged(npz: Path, previous: dict) -> dict | None:
+    """The npz's identity if it is the file the marker describes (by size and mtime as recorded, else by
+    its sha256), None if it is not."""
+    if not npz.is_file():
+        return None
+    now = identity(npz, previous.get("npz", {}))
+    return now if now["sha256"] == previous.get("npz_sha256") else None
+
+
+def _remember(marker: Path, previous: dict, **identities) -> dict:
+    """A reused marker records the inputs' current sizes and mtimes (an input touched without a change, or
+    a marker from an older version without them), so that the next rerun need not hash them again."""
+    current = {**previous, **identities}
+    if current != previous:
+        _write_marker(marker, current)
+    return current
+
+
+def _write_marker(marker: Path, meta: dict) -> None:
     text = json.dumps(meta, indent=1)
     write_atomic(marker, lambda f: f.write(text.encode()))
-    return Outcome(job, meta=json.loads(text))  # the same shape a reused marker has
 
 
-def _build(root: Path, job: Job, spec: StageSpec) -> tuple[dict, dict]:
-    info = VideoInfo()
+def _build(root: Path, job: Job, spec: StageSpec, threads: int = 1) -> tuple[dict, dict]:
+    info, progress = VideoInfo(), VideoProgress()
     payloads, times = [], []
-    for t, rgb in iter_frames(root / job.video, spec.fps, spec.resize, info, job.start, job.end):
-        payloads.append(encode_frame(rgb, spec.raw, spec.jpeg_quality))
-        times.append(t)
-        shape = rgb.shape
+    try:
+        for t, rgb in iter_frames(root / job.video, spec.fps, spec.resize, info, job.start, job.end, threads):
+            if not payloads:
+                progress.start(expected_frames(info.declared or info.duration, spec.fps, job.start, job.end))
+            payloads.append(encode_frame(rgb, spec.raw, spec.jpeg_quality))
+            times.append(t)
+            progress.frame()
+            shape = rgb.shape
+    finally:
+        progress.finish()
     if not payloads:
         raise DecodeError(f"no frames in [{job.start}, {job.end}) s")
     times = np.asarray(times, np.float64)
@@ -135,20 +174,9 @@ def encode_frame(rgb: np.ndarray, raw: bool, quality: int) -> np.ndarray:
     return jpeg.reshape(-1)
 
 
-def _source_identity(path: Path, marker: Path) -> dict:
-    """Size, mtime and sha256 of the source video; the hash is reused from the marker while size and mtime
-    are unchanged (hashing every video on every rerun would cost a full read of the dataset)."""
-    st = path.stat()
-    previous = _read_marker(marker).get("source", {})
-    if previous.get("size") == st.st_size and previous.get("mtime_ns") == st.st_mtime_ns:
-        return previous
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256(path)}
-
-
-def _fingerprint(root: Path, job: Job, spec: StageSpec, source_sha: str) -> str:
-    annotations = {p: sha256(root / p) for p in (job.phases, job.tools) if p and (root / p).is_file()}
-    blob = json.dumps([STAGE_VERSION, asdict(job), asdict(spec), source_sha, annotations], sort_keys=True,
-                      default=str)
+def _fingerprint(job: Job, spec: StageSpec, source_sha: str, annotations: dict) -> str:
+    hashes = {p: ident["sha256"] for p, ident in annotations.items()}
+    blob = json.dumps([STAGE_VERSION, asdict(job), asdict(spec), source_sha, hashes], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

@@ -12,6 +12,11 @@ os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 
 def pytest_configure(config):
+    # FFCV's numba code from the on-disk cache, in this process and every one a test starts (seconds each).
+    # Correctness never depends on it: tests/test_jit_cache.py starts from an empty cache of its own.
+    from framework.data import jit_cache
+
+    jit_cache.configure()
     config.addinivalue_line("markers", "mlflow_server: starts a real `mlflow server` on 127.0.0.1 and stops it mid-run")
     config.addinivalue_line("markers", "slurm: jobs on a real single-machine SLURM cluster (tests/slurm_cluster.py)")
 

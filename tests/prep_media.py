@@ -21,9 +21,13 @@ def frame_index(frame: np.ndarray) -> int:
 
 
 def write_video(path: Path, n: int, fps: float = 25.0, width: int = 64, height: int = 48, times=None,
-                rotation: int | None = None, marker: bool = False) -> Path:
+                rotation: int | None = None, marker: bool = False, keyint: int | None = None,
+                bframes: int = 0, texture: bool = False) -> Path:
     """n frames of uniform grey level(i); `times` (seconds) gives explicit presentation times (variable
-    frame rate); `marker` paints a white block in the top-left corner to see rotation."""
+    frame rate); `marker` paints a white block in the top-left corner to see rotation; `keyint`: a keyframe
+    every so many frames (several GOPs), `bframes`: B-frames (presentation order differs from decoding
+    order, so a keyframe's presentation time lies after its decoding time); `texture` adds a moving pattern
+    (zero mean) so that frames reference each other as in real video."""
     import av
 
     path = Path(path)
@@ -33,11 +37,18 @@ def write_video(path: Path, n: int, fps: float = 25.0, width: int = 64, height: 
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.time_base = stream.codec_context.time_base = tb  # exact pts, not rounded to 1/fps
-        stream.options = {"crf": "10", "preset": "ultrafast", "bf": "0"}
+        stream.options = {"crf": "10", "preset": "ultrafast" if not bframes else "veryfast", "bf": str(bframes)}
+        params = [f"keyint={keyint}:min-keyint={keyint}:scenecut=0"] if keyint else []
+        params += ["b-adapt=0"] if bframes else []  # B-frames even where x264 would choose P-frames
+        if params:
+            stream.options["x264-params"] = ":".join(params)
         if rotation is not None:
             stream.set_display_rotation(rotation)
+        pattern = np.random.default_rng(0).integers(-20, 21, (height, width, 3)) if texture else 0
         for i in range(n):
             img = np.full((height, width, 3), level(i), np.uint8)
+            if texture:
+                img = (img + np.roll(pattern, i, axis=1)).clip(0, 255).astype(np.uint8)
             if marker:
                 img[: height // 4, : width // 4] = 255
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")
@@ -80,6 +91,9 @@ def write_phases(path: Path, phases: list[str], step: int = 1) -> Path:
 def read_shard(path: Path) -> dict:
     """Every sample of a shard, read straight from the FFCV file (no Loader, no JIT): the scalar fields, and the
     stored image bytes with their height and width."""
+    from framework.data import jit_cache
+
+    jit_cache.enable()  # before this process's first ffcv import
     from ffcv.reader import Reader
 
     from framework.data.schema import FIELDS

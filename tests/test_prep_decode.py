@@ -1,4 +1,6 @@
 """Temporal sampling by presentation timestamp (VFR included), rotation metadata, resizing, JPEG bytes."""
+from fractions import Fraction
+
 import numpy as np
 import pytest
 from prep_media import PERIOD, frame_index, write_video
@@ -68,9 +70,110 @@ def test_unreadable_files_raise_decode_error(tmp_path):
 
 def test_staged_jpeg_equals_ffcv_encoder():
     """Staging encodes frames itself; the shard must hold exactly what FFCV's writer would have encoded."""
+    from framework.data import jit_cache
+
+    jit_cache.enable()
     from ffcv.fields.rgb_image import encode_jpeg
 
     from data_prep.stage import encode_frame
 
     rgb = np.random.default_rng(0).integers(0, 255, (24, 40, 3), dtype=np.uint8)
     np.testing.assert_array_equal(encode_frame(rgb, False, 85), encode_jpeg(rgb, 85))
+
+
+# -- seeking to the keyframe before a window, decoder threads ------------------------------------------------
+@pytest.fixture(scope="module")
+def gops(tmp_path_factory):
+    """4 s at 25 fps, a keyframe every 12 frames (0.48 s), B-frames: the path and its keyframe times."""
+    import av
+
+    path = write_video(tmp_path_factory.mktemp("gops") / "gops.mp4", 100, fps=25, keyint=12, bframes=2,
+                       texture=True)
+    with av.open(str(path)) as c:
+        keys = [float(f.pts * f.time_base) for f in c.decode(c.streams.video[0]) if f.key_frame]
+    assert keys == pytest.approx([0.48 * i for i in range(9)])
+    return path, keys
+
+
+# at a keyframe, just after it, one source frame after it, just before one, mid-GOP, the last GOP, past the end
+WINDOWS = [(1.44, 2.5), (1.4401, 2.0), (1.48, 1.9), (1.4399, 2.2), (2.7, 3.3), (3.85, 4.5), (3.99, None),
+           (0.3, 1.0), (2.0, None)]
+
+
+@pytest.mark.parametrize("start,end", WINDOWS)
+@pytest.mark.parametrize("fps", [10, 25])
+def test_window_seeks_and_samples_the_frames_of_a_decode_from_the_start(gops, start, end, fps):
+    path, _ = gops
+    sought = decode_video(path, fps=fps, size=24, start=start, end=end, seek=True)
+    whole = decode_video(path, fps=fps, size=24, start=start, end=end, seek=False)
+    np.testing.assert_array_equal(sought.frames, whole.frames)
+    np.testing.assert_array_equal(sought.times, whole.times)
+    assert (sought.duration, sought.rotation, sought.source_fps) == (whole.duration, whole.rotation, whole.source_fps)
+    assert sought.times[0] <= start < sought.times[0] + 1 / 25 + 1e-9, "the first frame is the one on screen"
+
+
+@pytest.mark.parametrize("start", [0.3, 1.4399, 1.44, 1.48, 3.99])
+def test_window_decoding_starts_at_the_last_keyframe_before_it(gops, start):
+    from data_prep.decode import _exact, _open, _positioned
+
+    path, keys = gops
+    container = _open(path, threads=1)
+    stream = container.streams.video[0]
+    first, frames = _positioned(container, stream, _exact(start))
+    key = next(frames)
+    container.close()
+    assert first.pts == 0 and key.key_frame
+    assert float(key.pts * stream.time_base) == pytest.approx(max(k for k in keys if k <= start))
+
+
+def test_decoder_threads_give_the_same_frames(gops):
+    path, _ = gops
+    one = decode_video(path, fps=25, size=(64, 48), threads=1)
+    for threads in (2, 3):
+        np.testing.assert_array_equal(decode_video(path, fps=25, size=(64, 48), threads=threads).frames, one.frames)
+
+
+def test_window_without_a_usable_keyframe_decodes_from_the_start(gops, monkeypatch):
+    """When no seek lands on a keyframe on screen at the window's start (here: no seek is tried at all),
+    the video is decoded from its first frame, with the same result."""
+    from data_prep import decode
+
+    path, _ = gops
+    want = decode_video(path, fps=10, size=24, start=2.7, end=3.3, seek=False)
+    monkeypatch.setattr(decode, "SEEK_BACK", ())
+    got = decode_video(path, fps=10, size=24, start=2.7, end=3.3)
+    np.testing.assert_array_equal(got.frames, want.frames)
+    np.testing.assert_array_equal(got.times, want.times)
+
+
+# -- not decoding what no target shows (data_prep/sparse.py) ---------------------------------------------------
+@pytest.mark.parametrize("fps", [1, 3, 7.3, 10, 25, 50])
+@pytest.mark.parametrize("window", [(0.0, None), (1.44, 2.5), (2.7, 3.3), (3.85, None)])
+def test_sparse_decoding_samples_the_frames_of_a_full_decode(gops, fps, window):
+    path, _ = gops
+    start, end = window
+    sparse = decode_video(path, fps=fps, size=24, start=start, end=end, sparse=True)
+    full = decode_video(path, fps=fps, size=24, start=start, end=end, sparse=False)
+    np.testing.assert_array_equal(sparse.frames, full.frames)
+    np.testing.assert_array_equal(sparse.times, full.times)
+    assert sparse.duration == full.duration
+
+
+@pytest.mark.parametrize("fps,skipped", [(1, True), (25, False)])
+def test_sparse_decoding_skips_only_frames_no_target_shows(gops, fps, skipped):
+    """At 1 fps from 25 fps most B-frames (non-reference) are not decoded; at the source rate all are."""
+    import av
+
+    from data_prep.sparse import Targets, decode
+
+    path, _ = gops
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        every = [f.pts for f in c.decode(stream)]
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        some = [f.pts for f in decode(c, stream, Targets(Fraction(0), Fraction(fps), None, stream.time_base))]
+    assert set(some) <= set(every) and some == sorted(some)
+    assert (len(some) < 0.8 * len(every)) if skipped else (some == every)
+    kept = [every[int(np.searchsorted(every, k / fps / stream.time_base, side="right")) - 1] for k in range(4 * fps)]
+    assert set(kept) <= set(some), "every frame a target shows is decoded"

@@ -132,6 +132,21 @@ def test_output_does_not_depend_on_worker_count(videos, tmp_path):
     assert [v.num_frames for v in manifest.videos] == [10, 15, 12, 20, 11, 18]  # 5 fps of 2-4 s
 
 
+def test_progress_counts_frames_in_the_workers(videos, tmp_path, capsys):
+    """The bar counts sampled frames as the worker processes decode them (its total, an estimate while they
+    run, ends at the real count), with frames/s; the summary prints the run's frames/s."""
+    import re
+
+    root = copy_inputs(videos, tmp_path / "data")
+    assert main(["prepare", "--root", str(root), "--phases", "annotations/{id}.txt", "--size", "32",
+                 "--workers", "2"]) == 0
+    frames = sum(v.num_frames for v in Manifest.load(root).videos)
+    out = capsys.readouterr()
+    last = out.err.replace("\r", "\n").strip().splitlines()[-1]
+    assert re.search(rf"frames: 100%.* {frames}/{frames} \[.*frame/s.*videos=6/6", last), last
+    assert re.search(rf"{frames} new frames in [\d.]+ s: \d+ frames/s", out.out), out.out
+
+
 def test_size_cap_packs_whole_videos():
     """Greedy packing in (split, id) order; a shard goes over the cap only when one video alone does."""
     mib = 2**20
@@ -188,6 +203,50 @@ def test_rerun_after_an_annotation_changes_redoes_only_that_video(videos, tmp_pa
     assert (root / "test.beton").stat().st_mtime_ns == shards["test.beton"]
     assert (root / "train.beton").stat().st_mtime_ns != shards["train.beton"]
     assert main(["verify", "--root", str(root)]) == 0
+
+
+def test_rerun_hashes_only_what_changed(videos, tmp_path, monkeypatch):
+    """A rerun with nothing changed reads no input, staged file or shard (size and mtime are trusted). An
+    annotation rewritten with its size kept (new content, new mtime) is hashed and its video redone; a video
+    touched without a change is hashed once, not redone, and the rerun after that hashes nothing again."""
+    from data_prep import assemble, identity
+
+    root = copy_inputs(videos, tmp_path / "data")
+    assert run(root, "--splits", "splits.csv") == 0
+    hashed = []
+
+    def counting(path, *args):
+        hashed.append(Path(path).relative_to(root).as_posix())
+        return sha256(path, *args)
+
+    monkeypatch.setattr(identity, "sha256", counting)
+    monkeypatch.setattr(assemble, "sha256", counting)
+    assert run(root, "--splits", "splits.csv") == 0
+    assert hashed == []
+
+    def rewrite(path, text):
+        st = path.stat()
+        path.write_text(text)
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+
+    ann = root / "annotations" / "v2.txt"
+    changed = ann.read_text().replace("\ta\n", "\tb\n", 1)
+    assert len(changed) == len(ann.read_text()) and changed != ann.read_text()
+    rewrite(ann, changed)
+    video = root / "videos" / "v3.mp4"
+    os.utime(video, ns=(video.stat().st_atime_ns, video.stat().st_mtime_ns + 10**9))
+    before, shards = _markers(root), {p.name: p.stat().st_mtime_ns for p in root.glob("*.beton")}
+    assert run(root, "--splits", "splits.csv") == 0
+    assert sorted(hashed) == [".vt-prep/staging/v2.npz", "annotations/v2.txt", "train.beton", "videos/v3.mp4"]
+    report = json.loads((root / "prep_report.json").read_text())
+    assert report["reused"] == 5 and report["new_frames"] == 12, "v2 (12 frames) is redone, the others reused"
+    after = _markers(root)
+    assert sorted(k for k in before if before[k] != after[k]) == ["v2.json", "v3.json"]  # v3: its new mtime
+    assert (root / "test.beton").stat().st_mtime_ns == shards["test.beton"]
+    assert Manifest.load(root).labels == ["a", "b"] and main(["verify", "--root", str(root)]) == 0
+    hashed.clear()
+    assert run(root, "--splits", "splits.csv") == 0
+    assert hashed == []
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from . import jit_cache
 from .manifest import Manifest, ManifestError, check_shard
 from .order import Chunk, clip_plan, epoch_plan, view_plan
 from .schema import reader_pipelines
@@ -47,6 +48,7 @@ def frame_shape(shard_paths: list[Path]) -> tuple[tuple, int | None]:
     """The (H, W, 3) of the frames a batch holds, and the square side to crop to (None: no crop needed).
     Shards made with --short-side hold frames of several sizes when the videos' aspect ratios differ; then
     every frame is decoded as the centred square of its short side, at the smallest short side."""
+    jit_cache.enable()  # before the first ffcv import of the process: the import itself compiles
     from ffcv.reader import Reader
 
     sizes = set()

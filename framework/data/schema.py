@@ -5,10 +5,13 @@ pipelines are both built from FIELDS so they cannot drift apart.
 """
 from __future__ import annotations
 
+from . import jit_cache
+
 FIELDS = ("image", "video", "frame", "time", "label")
 
 
 def writer_fields(jpeg_quality: int = 90, raw: bool = False) -> dict:
+    jit_cache.enable()  # before the first ffcv import: the import itself compiles
     from ffcv.fields import FloatField, IntField, RGBImageField
 
     image = RGBImageField(write_mode="raw" if raw else "jpg", jpeg_quality=jpeg_quality)
@@ -24,6 +27,7 @@ def writer_fields(jpeg_quality: int = 90, raw: bool = False) -> dict:
 def reader_pipelines(square: int | None = None) -> dict:
     """square: frames of several sizes (shards made with --short-side): decode the centred square of each
     frame's short side, resized to square × square, so that the frames of a batch stack."""
+    jit_cache.enable()
     from ffcv.fields.basics import FloatDecoder, IntDecoder
     from ffcv.fields.rgb_image import CenterCropRGBImageDecoder, SimpleRGBImageDecoder
     from ffcv.transforms import ToTensor
