@@ -138,7 +138,8 @@ class ModelConfig:
         fam = find(self.backbone)
         if fam.video:  # a 3D backbone sees each snippet as one clip
             _require(self.clip_len == self.snippet_len == self.snippet_stride,
-                     f"model.snippet_len={self.snippet_len}, snippet_stride={self.snippet_stride} with {self.backbone}: "
+                     f"model.snippet_len={self.snippet_len}, snippet_stride={self.snippet_stride} with "
+                     f"{self.backbone}: "
                      "a video backbone sees each snippet as one clip; set model.clip_len = model.snippet_len = "
                      "model.snippet_stride")
 

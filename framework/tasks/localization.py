@@ -188,7 +188,8 @@ class LocalizationTask(Task):
 
     def headline(self, r):
         a, t = r["anet"], r["thumos"]
-        return (f"localization: average mAP {a['average_mAP']:.4f} (tIoU 0.5:0.05:0.95; mAP@0.5 {a['mAP']['0.50']:.4f}), "
+        return (f"localization: average mAP {a['average_mAP']:.4f} (tIoU 0.5:0.05:0.95; "
+                f"mAP@0.5 {a['mAP']['0.50']:.4f}), "
                 f"THUMOS average mAP {t['average_mAP']:.4f} (tIoU 0.3:0.1:0.7) ({r['videos']} videos, "
                 f"{r['detections']} detections, {r['ground_truth']} segments)")
 
