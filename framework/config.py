@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 CONFIG_DIR = Path(os.environ.get("VT_CONFIG_DIR", Path(__file__).resolve().parents[1] / "configs"))
 
@@ -196,6 +196,29 @@ class TrainerConfig:
 
 
 @dataclass
+class LofiConfig:
+    """LoFi training (framework/lofi.py): the encoder and head end to end at reduced fidelity, then the head alone
+    from scratch at full fidelity on the frozen encoder."""
+    enabled: bool = False
+    # [r_t, r_s] each: keep every r_t-th frame, frames r_s times smaller per side; r_t · r_s² must be equal for all
+    # (constant memory per batch at a fixed batch size). Default: LoFi's S, T and ST configurations
+    fidelities: List[Any] = field(default_factory=lambda: [[1, 2.0], [4, 1.0], [2, 2 ** 0.5]])
+    cycle: str = "long"  # long: the next fidelity at each epoch boundary | short: every `every` batches
+    every: int = 16
+    head_steps: int = 0  # then this many steps of the head alone (from scratch, encoder frozen, full fidelity)
+    tolerance: float = 0.1  # allowed relative spread of r_t · r_s² across the fidelities
+
+    def __post_init__(self):
+        _require(self.cycle in ("long", "short"), f"lofi.cycle={self.cycle!r}: long or short")
+        _require(self.every >= 1 and self.head_steps >= 0 and self.tolerance >= 0,
+                 "lofi.every must be >= 1, lofi.head_steps and lofi.tolerance >= 0")
+        ok = bool(self.fidelities) and all(
+            isinstance(f, (list, tuple)) and len(f) == 2 and float(f[0]) == int(f[0]) >= 1 and float(f[1]) >= 1
+            for f in self.fidelities)
+        _require(ok, f"lofi.fidelities={self.fidelities!r}: a list of [r_t, r_s] with an integer r_t >= 1 and r_s >= 1")
+
+
+@dataclass
 class MlflowConfig:
     enabled: bool = True
     tracking_uri: Optional[str] = None  # None: sqlite store in the run folder
@@ -226,6 +249,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    lofi: LofiConfig = field(default_factory=LofiConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def __post_init__(self):
@@ -235,6 +259,10 @@ class Config:
         _require("clip" not in self.task or self.trainer.sp == 1,
                  "task=clip runs with trainer.sp=1: a clip's score pools all its frames, and a clip fits one rank")
         self._check_localization()
+        if self.lofi.enabled:
+            from .lofi import check
+
+            check(self.lofi, self.data.seq_len)
         best = self.trainer.best_metric
         _require(best is None or best.split("/")[0] in self.task,
                  f"trainer.best_metric={best!r} must start with one of this run's tasks ({', '.join(self.task)}/...), "

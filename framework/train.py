@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import torch
 
-    from . import grad_reduce
+    from . import grad_reduce, preempt
     from .env import detect, init_distributed, shutdown
     from .trainer import Trainer
 
@@ -33,12 +33,33 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     device = init_distributed(env, shm_allreduce=grad_reduce.config_unusable(cfg.deepspeed) is None)
     start = time.time()
+    head_steps = cfg.lofi.head_steps if cfg.lofi.enabled else 0
+    cfg.trainer.eval = cfg.trainer.eval and not head_steps  # LoFi: only the final head is scored
     trainer = Trainer(cfg, raw, env, device)
     results = trainer.fit()
+    if head_steps and not preempt.stopped():
+        trainer = head_stage(trainer, cfg, raw, env, device)
+        results = trainer.fit()
     if env.is_main:
         report(cfg, trainer, results, time.time() - start)
     shutdown()
     return 0
+
+
+def head_stage(lofi_trainer, cfg, raw, env, device):
+    """LoFi's last stage: the head from scratch at full fidelity on the encoder just trained, frozen."""
+    from .checkpoint import checkpoint_dir, latest
+    from .lofi import head_stage as stage_config
+    from .trainer import Trainer
+
+    ckpt = checkpoint_dir(lofi_trainer.run_dir)
+    weights = ckpt / latest(ckpt) / "mp_rank_00_model_states.pt"
+    head_cfg, head_raw = stage_config(cfg, raw, weights)
+    if env.is_main:
+        print(f"\nLoFi stage done; the head from scratch at full fidelity on the frozen encoder of {weights} "
+              f"for {head_cfg.trainer.max_steps} steps in {head_cfg.run_dir}")
+    lofi_trainer.engine.destroy()
+    return Trainer(head_cfg, head_raw, env, device)
 
 
 def report(cfg, trainer, results: dict, seconds: float) -> None:
