@@ -100,3 +100,53 @@ def test_head_outputs_per_point_and_ignore_padding(blocks):
 def test_classification_bias_starts_at_the_prior():
     head = ActionFormerHead(8, 4 + 2, hidden=16, levels=2)
     assert torch.allclose(head.cls_head.out.conv.bias, torch.full((4,), -math.log(99)))  # sigmoid(b) = 0.01
+
+
+def perfect_results(task, videos):
+    """Whole-video results whose outputs put every segment exactly at its assigned points."""
+    from framework.tasks.base import VideoResult
+
+    geo, out = task.geometry, []
+    for v in videos:
+        n = v.num_frames
+        pts = geo.points(n)
+        segs = np.array([[s * v.fps, e * v.fps] for s, e, _ in v.segments])
+        cls, reg = assign(pts, geo.to_grid(segs, 0, 1), np.array([k - 1 for *_, k in v.segments]), len(task.classes))
+        outputs = np.full((len(pts["grid"]), len(task.classes) + 2), -10.0, np.float32)
+        outputs[:, :-2][cls > 0] = 5.0
+        outputs[:, -2:] = reg
+        frames = np.arange(n)
+        out.append(VideoResult(v, frames, frames / v.fps, np.zeros(n, np.int64), outputs))
+    return out
+
+
+def test_the_report_and_the_written_files_score_alike_with_vt_score(tmp_path, capsys):
+    """Decoding perfect outputs finds every segment (mAP 1 at every threshold); the exported ActivityNet files,
+    scored by vt-score, give the report's numbers; a detection table row per detection."""
+    import json
+
+    from framework.config import ModelConfig
+    from framework.data.manifest import Manifest, VideoEntry
+    from framework.score import main
+    from framework.tasks import TaskSet
+    from framework.tasks.base import TaskContext
+    from framework.tasks.localization import LocalizationConfig, LocalizationTask
+
+    videos = [VideoEntry("a", "val", "s", 0, 80, 4.0, "a.mp4", duration=20.0, segments=[[2.0, 6.5, 1], [12.0, 15.0, 2]]),
+              VideoEntry("b", "val", "s", 0, 64, 4.0, "b.mp4", duration=16.0, segments=[[4.0, 11.0, 2]])]
+    model = ModelConfig(head="actionformer", levels=4, snippet_len=2, snippet_stride=2)
+    task = LocalizationTask(LocalizationConfig(), TaskContext(tmp_path, Manifest(["background", "x", "y"], videos), [],
+                                                              model))
+    results = perfect_results(task, videos)
+    report = task.evaluate(results)
+    assert report["anet"]["average_mAP"] == 1.0 and report["thumos"]["average_mAP"] == 1.0
+    files = task.write_files(results, report, tmp_path / "eval")
+    assert [f.name for f in files] == ["localization_results.json", "localization_gt.json", "localization_segments.png"]
+    assert main(["detection", str(files[0]), str(files[1]), "--subset", "validation", "--json",
+                 str(tmp_path / "s.json")]) == 0
+    scored = json.loads((tmp_path / "s.json").read_text())
+    assert scored["anet"] == report["anet"] and scored["thumos"] == report["thumos"]
+    table = TaskSet([task]).columns(results[0])
+    assert len(table["video"]) == len(table["localization_score"]) == len(task.detections(results[0])) > 0
+    best = max(task.detections(results[0]), key=lambda d: d.score)
+    assert best.label in ("x", "y") and (pytest.approx((best.start, best.end)) in [(2.0, 6.5), (12.0, 15.0)])
