@@ -132,7 +132,8 @@ def test_the_report_and_the_written_files_score_alike_with_vt_score(tmp_path, ca
     from framework.tasks.base import TaskContext
     from framework.tasks.localization import LocalizationConfig, LocalizationTask
 
-    videos = [VideoEntry("a", "val", "s", 0, 80, 4.0, "a.mp4", duration=20.0, segments=[[2.0, 6.5, 1], [12.0, 15.0, 2]]),
+    videos = [VideoEntry("a", "val", "s", 0, 80, 4.0, "a.mp4", duration=20.0,
+                         segments=[[2.0, 6.5, 1], [12.0, 15.0, 2]]),
               VideoEntry("b", "val", "s", 0, 64, 4.0, "b.mp4", duration=16.0, segments=[[4.0, 11.0, 2]])]
     model = ModelConfig(head="actionformer", levels=4, snippet_len=2, snippet_stride=2)
     task = LocalizationTask(LocalizationConfig(), TaskContext(tmp_path, Manifest(["background", "x", "y"], videos), [],

@@ -12,7 +12,8 @@ import torch
 from tests.conftest import REPO, checkpoint_states, run_training
 
 TINY = ["model.levels=3", "model.snippet_len=2", "model.snippet_stride=2", "model.hidden=16",
-        "data.seq_len=16", "trainer.warmup_steps=1", "trainer.log_every=1", "logging.mlflow.system_metrics_every_s=null"]
+        "data.seq_len=16", "trainer.warmup_steps=1", "trainer.log_every=1",
+        "logging.mlflow.system_metrics_every_s=null"]
 
 
 @pytest.fixture(scope="module")

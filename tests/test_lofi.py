@@ -1,20 +1,19 @@
 """LoFi: the schedule of fidelities, the batches it composes, the constant-memory rule (refused when broken,
 measured when kept) and the final stage's config."""
-import json
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
+from bench.tal import full_batch, measure
 from framework.config import ConfigError, LofiConfig, load_config
 from framework.lofi import FULL, Fidelity, Schedule, reduce_time, resize
-from tests.conftest import REPO
-from tests.lofi_memory import batch
 
 S, T_LOFI, ST = [1, 2.0], [4, 1.0], [2, 2 ** 0.5]
+
+
+def batch():
+    return full_batch(2, 32, 64, 64)
 
 
 def shapes(schedule, positions):
@@ -65,23 +64,19 @@ def test_lofi_configs_that_break_the_rule_are_refused_in_one_line(overrides, mes
 
 
 def test_memory_per_batch_stays_within_a_band_across_fidelities():
-    """The rule (batch size fixed, r_t · r_s² fixed) gives every LoFi fidelity the same peak within ±15% of
-    their mean, a quarter of full fidelity's saved activations (±15%), and full fidelity a clearly larger peak
-    (measured in a fresh process: tests/lofi_memory.py)."""
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", MALLOC_MMAP_THRESHOLD_="65536",
-               MALLOC_TRIM_THRESHOLD_="0")
-    proc = subprocess.run([sys.executable, "-m", "tests.lofi_memory"], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    m = json.loads(proc.stdout.strip().splitlines()[-1])
-    full, lofi = m.pop("full"), m
-    peaks = [v["peak"] for v in lofi.values()]
+    """The rule (batch size fixed, r_t · r_s² fixed) gives every LoFi fidelity the same step peak within ±15% of
+    their mean and a quarter of full fidelity's saved activations (±15%), and full fidelity a clearly larger peak:
+    ResNet-18-GN + the localization head, one batch of 2 × 32 frames of 64² composed at each fidelity, measured
+    in a fresh process (bench/tal.py's step_memory)."""
+    model = {"backbone": "resnet18", "head": "actionformer", "hidden": 32, "levels": 3, "snippet_len": 2,
+             "snippet_stride": 2}
+    full, *lofi = measure(model, [2, 32, 64, 64], [[1, 1], S, T_LOFI, ST])
+    peaks = [m["peak"] for m in lofi]
     mean = sum(peaks) / len(peaks)
-    assert all(abs(p / mean - 1) <= 0.15 for p in peaks), m
-    saved = [v["saved"] for v in lofi.values()]
-    assert all(abs(s / (full["saved"] / 4) - 1) <= 0.15 for s in saved), (full, m)
-    assert full["peak"] > 1.5 * mean, (full, m)
-    assert [v["shape"] for v in lofi.values()] == [[2, 32, 32, 32], [2, 8, 64, 64], [2, 16, 45, 45]]
+    assert all(abs(p / mean - 1) <= 0.15 for p in peaks), (full, lofi)
+    assert all(abs(m["saved"] / (full["saved"] / 4) - 1) <= 0.15 for m in lofi), (full, lofi)
+    assert full["peak"] > 1.5 * mean, (full, lofi)
+    assert [m["shape"] for m in lofi] == [[2, 32, 32, 32], [2, 8, 64, 64], [2, 16, 45, 45]]
 
 
 def test_the_final_stage_freezes_the_whole_encoder_and_trains_a_new_head_at_full_fidelity(tmp_path):
