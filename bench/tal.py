@@ -90,8 +90,8 @@ def full_batch(b: int, t: int, h: int, w: int):
     g = torch.Generator().manual_seed(0)
     frames = torch.randint(0, 256, (b, t, h, w, 3), generator=g, dtype=torch.uint8)
     return SequenceBatch(frames=frames, labels=torch.zeros(b, t, dtype=torch.long),
-                         valid=torch.ones(b, t, dtype=torch.bool), starts=torch.ones(b, dtype=torch.bool), ends=torch.ones(b, dtype=torch.bool),
-                         video=torch.arange(b), frame=torch.arange(t).repeat(b, 1), lengths=torch.full((b,), t))
+                         valid=torch.ones(b, t, dtype=torch.bool), starts=torch.ones(b, dtype=torch.bool),
+                         ends=torch.ones(b, dtype=torch.bool), video=torch.arange(b), frame=torch.arange(t).repeat(b, 1), lengths=torch.full((b,), t))
 
 
 def measure(model_cfg: dict, full: list[int], fidelities=((1, 1.0),)) -> list[dict]:
