@@ -5,6 +5,7 @@
                   [--workers 8 --decode-threads 1 --shard-size 4G]   any videos under DIR/videos, any annotation
   vt-prep shards --root DIR [--test video038,video039] [--fps 5 --size 64]   = prepare --phases 'annotations/{id}.txt'
   vt-prep synthetic --out data/demo [--videos 24 --test-videos 6 --seed 0 --tools ...]   videos + annotations + shards
+  vt-prep synthetic --kind tal --out data/tal [--classes 3 --video-seconds 40 80]   TAL videos + segments.json + shards
   vt-prep verify --root DIR                                                      check shards against the manifest
 
 exit codes: 0 ok; 1 verify found a corrupt or missing shard; 2 bad command line, bad input spec or nothing
@@ -111,9 +112,17 @@ def _check_test_ids(test: list[str], root: Path, folder: str) -> None:
 
 def cmd_synthetic(a) -> int:
     from .jobs import Job
-    from .synthetic import (ACTION_CLASSES, ActionSpec, AnticipationSpec, SyntheticSpec, generate,
-                            generate_actions, generate_anticipation)
+    from .synthetic import (ACTION_CLASSES, ActionSpec, AnticipationSpec, SyntheticSpec, TALSpec, generate,
+                            generate_actions, generate_anticipation, generate_tal)
 
+    if a.kind == "tal":
+        from .jobs import Layout, discover
+
+        generate_tal(Path(a.out), TALSpec(num_videos=a.videos, test_videos=a.test_videos, classes=a.classes,
+                                          fps=a.source_fps, size=a.source_size, video_seconds=tuple(a.video_seconds),
+                                          action_seconds=tuple(a.action_seconds), seed=a.seed))
+        jobs, problems = discover(Path(a.out), Layout(segments="segments.json"))
+        return _run(Path(a.out), jobs, problems, a)
     if a.kind in ACTION_CLASSES:
         from .jobs import Layout, discover
 
@@ -180,10 +189,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-phase", type=float, default=20.0, help="longest phase, seconds")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tools", action="store_true", help="also instruments in the frames and tool presence files")
-    p.add_argument("--kind", choices=("workflow", "anticipation", "motion", "appearance"), default="workflow",
+    p.add_argument("--kind", choices=("workflow", "anticipation", "motion", "appearance", "tal"), default="workflow",
                    help="workflow: the phase task that needs memory; anticipation: noise frames and an "
                         "instrument at unpredictable times (the BN cheating experiment); motion / appearance: "
-                        "action clips whose class is only in the motion / only in the appearance (clips.csv)")
+                        "action clips whose class is only in the motion / only in the appearance (clips.csv); "
+                        "tal: long videos with actions as segments (segments.json, ActivityNet style)")
+    p.add_argument("--classes", type=int, default=3, help="tal: number of action classes (1-4)")
+    p.add_argument("--video-seconds", type=float, nargs=2, default=(40.0, 80.0), metavar=("LO", "HI"),
+                   help="tal: video length range")
+    p.add_argument("--action-seconds", type=float, nargs=2, default=(2.0, 8.0), metavar=("LO", "HI"),
+                   help="tal: action length range (background of 2-10 s between actions)")
     _shard_args(p)
     p.set_defaults(func=cmd_synthetic)
     p = sub.add_parser("verify", help="check shards against the manifest (size, header, sha256)")

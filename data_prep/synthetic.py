@@ -296,3 +296,106 @@ def generate_actions(out: Path, spec: ActionSpec = ActionSpec(), progress: bool 
         writer.writeheader()
         writer.writerows(rows)
     return out / "clips.csv"
+
+
+# -- temporal action localization: actions as segments inside long videos ------------------------------------
+TAL_ACTIONS = ("sweep", "bounce", "flash", "grow")
+# each action is a pattern of its own: what moves, how, and its colour
+_ACTION_COLOUR = {"sweep": (250, 230, 40), "bounce": (250, 70, 200), "flash": (40, 240, 250), "grow": (90, 250, 90)}
+
+
+@dataclass(frozen=True)
+class TALSpec:
+    """Long videos of background with actions in them, annotated as ActivityNet segments JSON.
+    Background: a video's own tinted texture with noise and a grey blob drifting at random (never an action).
+    Actions: `sweep` (a yellow disc crossing left to right), `bounce` (a magenta bar going up and down),
+    `flash` (a cyan square blinking), `grow` (a green disc swelling from nothing), each lasting a random time,
+    separated by background of random length; they never overlap."""
+    num_videos: int = 24
+    test_videos: int = 6
+    classes: int = 3  # the first `classes` of TAL_ACTIONS
+    fps: float = 8.0
+    size: int = 32
+    video_seconds: tuple[float, float] = (40.0, 80.0)
+    action_seconds: tuple[float, float] = (2.0, 8.0)
+    gap_seconds: tuple[float, float] = (2.0, 10.0)
+    seed: int = 0
+
+    def __post_init__(self):
+        if not 1 <= self.classes <= len(TAL_ACTIONS):
+            raise ValueError(f"classes must be 1..{len(TAL_ACTIONS)}, got {self.classes}")
+        if self.size % 2 or self.size < 16 or not 0 <= self.test_videos < self.num_videos:
+            raise ValueError("need an even size >= 16 and 0 <= test_videos < num_videos")
+        for name in ("video_seconds", "action_seconds", "gap_seconds"):
+            lo, hi = getattr(self, name)
+            if not 0 < lo <= hi:
+                raise ValueError(f"{name} must be 0 < lo <= hi, got {(lo, hi)}")
+
+
+def tal_timeline(spec: TALSpec, rng: np.random.Generator) -> tuple[int, list[tuple[int, int, str]]]:
+    """(frames, [(first frame, end frame exclusive, action)]): background first, then action, gap, action, …"""
+    n = max(1, round(rng.uniform(*spec.video_seconds) * spec.fps))
+    actions, f = [], round(rng.uniform(*spec.gap_seconds) * spec.fps)
+    names = TAL_ACTIONS[:spec.classes]
+    while True:
+        length = max(2, round(rng.uniform(*spec.action_seconds) * spec.fps))
+        if f + length > n:
+            return n, actions
+        actions.append((f, f + length, names[int(rng.integers(len(names)))]))
+        f += length + max(1, round(rng.uniform(*spec.gap_seconds) * spec.fps))
+
+
+def render_tal_frame(action: str | None, progress: float, k: int, base: np.ndarray, drift: np.ndarray,
+                     rng: np.random.Generator) -> np.ndarray:
+    """One frame: the video's background, the drifting blob, and the action's pattern at `progress` (0..1)."""
+    size = base.shape[0]
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    img = base.copy()
+    img[(xx - drift[0]) ** 2 + (yy - drift[1]) ** 2 < 0.006] = (150, 150, 150)
+    colour = _ACTION_COLOUR.get(action)
+    if action == "sweep":
+        img[(xx - (0.1 + 0.8 * progress)) ** 2 + (yy - 0.5) ** 2 < 0.02] = colour
+    elif action == "bounce":
+        img[np.abs(yy - (0.5 + 0.35 * math.sin(4 * math.pi * progress))) < 0.08] = colour
+    elif action == "flash":
+        if k % 4 < 2:
+            img[(np.abs(xx - 0.5) < 0.22) & (np.abs(yy - 0.5) < 0.22)] = colour
+    elif action == "grow":
+        img[(xx - 0.5) ** 2 + (yy - 0.5) ** 2 < (0.05 + 0.35 * progress) ** 2] = colour
+    img += rng.normal(0, 5, size=img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _tal_frames(spec: TALSpec, n: int, actions, rng: np.random.Generator):
+    size = spec.size
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    tint = rng.uniform(50, 120, size=3).astype(np.float32)
+    base = tint + 15 * np.sin(2 * math.pi * (rng.uniform(0.5, 2) * xx + rng.uniform(0.5, 2) * yy))[..., None]
+    current = {f: (a, (f - s) / max(1, e - s - 1)) for s, e, a in actions for f in range(s, e)}
+    drift = rng.uniform(0.2, 0.8, size=2)
+    for k in range(n):
+        drift = np.clip(drift + rng.normal(0, 0.02, size=2), 0.1, 0.9)
+        action, progress = current.get(k, (None, 0.0))
+        yield render_tal_frame(action, progress, k, base, drift, rng)
+
+
+def generate_tal(out: Path, spec: TALSpec = TALSpec(), progress: bool = True) -> Path:
+    """Write `videos/<id>.mp4` and `segments.json` (ActivityNet style: subsets `training` and `validation`,
+    segments in seconds at the frames' times); returns the JSON's path. Same spec → same files."""
+    import json
+
+    out = Path(out)
+    (out / "videos").mkdir(parents=True, exist_ok=True)
+    database = {}
+    for i in tqdm(range(spec.num_videos), desc="synthetic TAL videos", disable=not progress):
+        rng = np.random.default_rng([spec.seed, i, 4])
+        vid = f"video{i:03d}"
+        n, actions = tal_timeline(spec, rng)
+        encode_video(out / "videos" / f"{vid}.mp4", _tal_frames(spec, n, actions, rng), spec.fps, spec.size)
+        subset = "validation" if i >= spec.num_videos - spec.test_videos else "training"
+        database[vid] = {"subset": subset, "duration": n / spec.fps,
+                         "annotations": [{"segment": [s / spec.fps, e / spec.fps], "label": a} for s, e, a in actions]}
+    path = out / "segments.json"
+    path.write_text(json.dumps({"version": "synthetic", "taxonomy": list(TAL_ACTIONS[:spec.classes]),
+                                "database": database}, indent=1))
+    return path

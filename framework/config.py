@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 CONFIG_DIR = Path(os.environ.get("VT_CONFIG_DIR", Path(__file__).resolve().parents[1] / "configs"))
 
@@ -90,13 +90,18 @@ class ModelConfig:
     allow_batchnorm: bool = False  # accept norm=bn's leak across frames and videos
     # local file (state dict or checkpoint), torchvision:<Weights.NAME>, timm or timm:<name.tag> (internet)
     pretrained: Optional[str] = None
-    head: str = "lstm"  # lstm | gru | tcn | transformer | linear (frame-only baseline)
+    # lstm | gru | tcn | transformer | linear (frame-only baseline) | actionformer (localization, whole sequence)
+    head: str = "lstm"
     hidden: int = 128
     layers: int = 1  # recurrent layers; dilated layers per TCN stage; transformer layers
     dropout: float = 0.0
     stages: int = 2  # tcn: refinement stages (MS-TCN)
     attention_heads: int = 4  # transformer
-    window: int = 64  # transformer: frames of memory
+    window: int = 64  # transformer: frames of memory; actionformer with blocks=attention: ± window//2 points
+    levels: int = 6  # actionformer: pyramid levels (strides 1, 2, …, 2^(levels−1) snippets)
+    blocks: str = "conv"  # actionformer: conv (strided residual 1-D convs) | attention (local self-attention)
+    snippet_len: int = 1  # actionformer: frames per snippet (averaged); a video backbone: its clip (= clip_len)
+    snippet_stride: int = 1  # actionformer: frames between snippet starts
     frame_chunk: Optional[int] = None  # frames per backbone call; seq_len must be a multiple of it
     clip_len: Optional[int] = None  # video backbones: frames per clip, each seen alone; null: the whole sequence
     feature_dropout: float = 0.0  # dropout on each frame's backbone features (inside the checkpointed region)
@@ -118,8 +123,25 @@ class ModelConfig:
         _require(0 <= self.feature_dropout < 1, f"model.feature_dropout must be in [0, 1), got {self.feature_dropout}")
         _require(self.hidden >= 1 and self.layers >= 1 and self.stages >= 1 and self.window >= 1,
                  "model.hidden, model.layers, model.stages and model.window must be >= 1")
-        _require(self.head != "transformer" or self.hidden % self.attention_heads == 0,
+        _require(self.head not in ("transformer", "actionformer") or self.hidden % self.attention_heads == 0,
                  f"model.hidden={self.hidden} must be a multiple of model.attention_heads={self.attention_heads}")
+        if self.head == "actionformer":
+            self._check_snippets()
+
+    def _check_snippets(self) -> None:
+        from .models.backbones import find
+
+        _require(self.levels >= 1, f"model.levels must be >= 1, got {self.levels}")
+        _require(self.blocks in ("conv", "attention"), f"model.blocks={self.blocks!r}: conv or attention")
+        _require(self.snippet_len >= 1 and self.snippet_stride >= 1,
+                 "model.snippet_len and model.snippet_stride must be >= 1")
+        fam = find(self.backbone)
+        if fam.video:  # a 3D backbone sees each snippet as one clip
+            _require(self.clip_len == self.snippet_len == self.snippet_stride,
+                     f"model.snippet_len={self.snippet_len}, snippet_stride={self.snippet_stride} with "
+                     f"{self.backbone}: "
+                     "a video backbone sees each snippet as one clip; set model.clip_len = model.snippet_len = "
+                     "model.snippet_stride")
 
 
 @dataclass
@@ -160,7 +182,9 @@ class TrainerConfig:
     best_mode: str = "max"  # max | min: which way best_metric improves
     keep_last: Optional[int] = None  # keep the newest N checkpoints (and those `latest` and `best` name); null: all
     sp: int = 1  # sequence-parallel ranks per sequence group (world = DP × SP); see framework/relay.py
-    handoff: str = "exact"  # exact (gradients cross ranks) | detached (truncated BPTT at rank boundaries)
+    # exact (gradients cross ranks) | detached (truncated BPTT at rank boundaries) | gather (the SP group's
+    # features all-gathered, the head on the whole sequence: heads that are not causal, e.g. actionformer)
+    handoff: str = "exact"
     # a non-finite loss or gradient norm (framework/nonfinite.py): stop (the run ends, naming the step) | skip
     # (that optimizer step is dropped and counted) | off (no check)
     nonfinite: str = "stop"
@@ -172,7 +196,8 @@ class TrainerConfig:
 
     def __post_init__(self):
         _require(self.sp >= 1, f"trainer.sp must be >= 1, got {self.sp}")
-        _require(self.handoff in ("exact", "detached"), f"trainer.handoff={self.handoff!r}: exact or detached")
+        _require(self.handoff in ("exact", "detached", "gather"),
+                 f"trainer.handoff={self.handoff!r}: exact, detached or gather")
         _require(self.collective_timeout_s > 0, f"trainer.collective_timeout_s must be > 0, got {self.collective_timeout_s}")
         _require(self.max_steps >= 1, f"trainer.max_steps must be >= 1, got {self.max_steps}")
         _require(self.lr > 0, f"trainer.lr must be > 0, got {self.lr}")
@@ -190,6 +215,29 @@ class TrainerConfig:
         _require(self.nonfinite_patience >= 1, "trainer.nonfinite_patience must be >= 1")
         _require(bool(self.resume.strip()), "trainer.resume must be auto, none, force, a checkpoint folder or "
                  "force:<checkpoint folder>")
+
+
+@dataclass
+class LofiConfig:
+    """LoFi training (framework/lofi.py): the encoder and head end to end at reduced fidelity, then the head alone
+    from scratch at full fidelity on the frozen encoder."""
+    enabled: bool = False
+    # [r_t, r_s] each: keep every r_t-th frame, frames r_s times smaller per side; r_t · r_s² must be equal for all
+    # (constant memory per batch at a fixed batch size). Default: LoFi's S, T and ST configurations
+    fidelities: List[Any] = field(default_factory=lambda: [[1, 2.0], [4, 1.0], [2, 2 ** 0.5]])
+    cycle: str = "long"  # long: the next fidelity at each epoch boundary | short: every `every` batches
+    every: int = 16
+    head_steps: int = 0  # then this many steps of the head alone (from scratch, encoder frozen, full fidelity)
+    tolerance: float = 0.1  # allowed relative spread of r_t · r_s² across the fidelities
+
+    def __post_init__(self):
+        _require(self.cycle in ("long", "short"), f"lofi.cycle={self.cycle!r}: long or short")
+        _require(self.every >= 1 and self.head_steps >= 0 and self.tolerance >= 0,
+                 "lofi.every must be >= 1, lofi.head_steps and lofi.tolerance >= 0")
+        ok = bool(self.fidelities) and all(
+            isinstance(f, (list, tuple)) and len(f) == 2 and float(f[0]) == int(f[0]) >= 1 and float(f[1]) >= 1
+            for f in self.fidelities)
+        _require(ok, f"lofi.fidelities={self.fidelities!r}: a list of [r_t, r_s] with an integer r_t >= 1 and r_s >= 1")
 
 
 @dataclass
@@ -223,6 +271,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    lofi: LofiConfig = field(default_factory=LofiConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def __post_init__(self):
@@ -231,6 +280,11 @@ class Config:
         self.task = parse_task_configs(self.task)  # each task validates its own options
         _require("clip" not in self.task or self.trainer.sp == 1,
                  "task=clip runs with trainer.sp=1: a clip's score pools all its frames, and a clip fits one rank")
+        self._check_localization()
+        if self.lofi.enabled:
+            from .lofi import check
+
+            check(self.lofi, self.data.seq_len)
         best = self.trainer.best_metric
         _require(best is None or best.split("/")[0] in self.task,
                  f"trainer.best_metric={best!r} must start with one of this run's tasks ({', '.join(self.task)}/...), "
@@ -245,6 +299,17 @@ class Config:
         from .ds_config import build
 
         build(self)  # the user's DeepSpeed options: a contradiction stops here, before any process starts
+
+    def _check_localization(self) -> None:
+        loc, af = "localization" in self.task, self.model.head == "actionformer"
+        _require(loc == af, "task=localization and model.head=actionformer go together: the head's outputs are "
+                            "pyramid points (class logits and distances), which only the localization task reads"
+                 if loc else "model.head=actionformer is the localization head: use it with task=localization")
+        _require(not loc or len(self.task) == 1,
+                 "task=localization runs alone: its outputs are per pyramid point, not per frame")
+        _require(not af or self.trainer.sp == 1 or self.trainer.handoff == "gather",
+                 "model.head=actionformer sees the whole sequence: with trainer.sp > 1 use trainer.handoff=gather "
+                 "(the relay would run it on each rank's chunk alone)")
 
     def check_world(self, world_size: int) -> None:
         """What can only be checked once the number of processes is known."""

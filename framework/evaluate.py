@@ -77,9 +77,12 @@ def gather(local: dict, merge_lists: bool = False) -> dict:
 def infer(model, loader, device, progress: bool = False, bn_batch_stats: bool = False) -> list[VideoResult]:
     """Streaming inference over the loader's split, on every rank's share of its videos; the results of all
     videos, in split order, with each frame's time and label from the shards' metadata."""
+    return _results(loader, gather(stream_outputs(model, loader, device, progress, bn_batch_stats)))
+
+
+def _results(loader, raw: dict) -> list[VideoResult]:
     from .data.frame_info import frame_info
 
-    raw = gather(stream_outputs(model, loader, device, progress, bn_batch_stats))
     videos = [loader.videos[v] for v in sorted(raw)]
     info = frame_info(loader.root, loader.manifest, videos)
     results = []
@@ -88,6 +91,43 @@ def infer(model, loader, device, progress: bool = False, bn_batch_stats: bool = 
         i = info[video.id]
         results.append(VideoResult(video, frames, i.time[frames], i.label[frames], outputs))
     return results
+
+
+@torch.no_grad()
+def whole_video_outputs(model, loader, device, progress: bool = False) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """For heads that see the whole sequence (not causal): each video's backbone features streamed chunk by
+    chunk (memory bounded by a chunk), then the head once over the whole video. Per split video index:
+    (frame indices [N], outputs [P, C] of the head, e.g. one row per pyramid point)."""
+    was_training = model.training
+    model.eval()
+    s = getattr(model, "temporal_stride", 1)
+    feats: dict[int, list] = {}
+    total = sum(c.length for step in loader.plan(loader.epoch) for c in step)
+    bar = tqdm(total=total, desc="features", unit="frame", disable=not progress,
+               mininterval=0.2 if sys.stderr.isatty() else 30.0)
+    for batch in loader:
+        f = model.features(batch.frames.to(device))
+        steps = batch.valid[:, ::s]  # a step is real where its first frame is
+        for lane in range(loader.batch_size):
+            v = int(batch.video[lane])
+            if v >= 0:
+                n = int(batch.valid[lane].sum())
+                feats.setdefault(v, []).append((batch.frame[lane, :n].numpy(), f[lane, steps[lane].to(f.device)]))
+        bar.update(int(batch.valid.sum()))
+    bar.close()
+    out = {}
+    for v, parts in feats.items():
+        whole = torch.cat([p for _, p in parts])[None]
+        outputs, _ = model.head(whole, None, torch.ones(1, dtype=torch.bool, device=whole.device))
+        out[v] = (np.concatenate([f for f, _ in parts]), final_stage(outputs)[0].float().cpu().numpy())
+    model.train(was_training)
+    return out
+
+
+def infer_videos(model, loader, device, progress: bool = False) -> list[VideoResult]:
+    """Whole-video inference (task sampling `videos`): one result per video, its frames' time and label from
+    the shards' metadata, outputs as the head gives them over the whole video."""
+    return _results(loader, gather(whole_video_outputs(model, loader, device, progress)))
 
 
 def eval_loader(data_cfg, split: str, rank: int, world: int, tasks=None):
@@ -104,9 +144,12 @@ def eval_loader(data_cfg, split: str, rank: int, world: int, tasks=None):
 
 
 def run_inference(model, loader, device, tasks, progress: bool = False, bn_batch_stats: bool = False):
-    """The inference the tasks are scored on: streamed videos, or multi-view clips."""
+    """The inference the tasks are scored on: streamed videos, multi-view clips, or whole videos (heads that
+    see the whole sequence)."""
     if loader.sampling == "views":
         return infer_views(model, loader, device, tasks.crops, tasks.test_crop, progress)
+    if tasks.sampling == "videos":
+        return infer_videos(model, loader, device, progress)
     return infer(model, loader, device, progress, bn_batch_stats)
 
 

@@ -87,7 +87,8 @@ def inference_tasks(cfg):
     from .data.manifest import Manifest
     from .tasks import build_tasks
 
-    return build_tasks(cfg.task, cfg.data.root, Manifest.load(Path(cfg.data.root)), train_videos=[])
+    return build_tasks(cfg.task, cfg.data.root, Manifest.load(Path(cfg.data.root)), train_videos=[],
+                       model_cfg=cfg.model)
 
 
 def run(cfg, run_dir: Path, tag: str, split: str, progress: bool = True, bn_batch_stats: bool = False):

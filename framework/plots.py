@@ -101,3 +101,30 @@ def anticipation_curves(curves, names: list[str], horizon: float, path: Path) ->
     axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def segments(results, gt: dict, detections, classes: list[str], path: Path, top: int = 10) -> Path:
+    """Per video: the ground-truth segments (top row) and the `top` highest-scored detections below them, one
+    row each, coloured by class, more opaque the higher the score."""
+    plt = _pyplot()
+    items = results[:MAX_VIDEOS]
+    fig, axes = plt.subplots(len(items), 1, figsize=(10, 1.6 * len(items) + 0.8), squeeze=False)
+    cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20", len(classes))
+    colour = {c: cmap(i) for i, c in enumerate(classes)}
+    for ax, r in zip(axes[:, 0], items):
+        vid = r.video.id
+        for s, e, label in gt.get(vid, []):
+            ax.broken_barh([(s, e - s)], (top + 0.6, 1.0), color=colour.get(label, "black"))
+        mine = sorted((d for d in detections if d.video == vid), key=lambda d: -d.score)[:top]
+        for row, d in enumerate(mine):
+            ax.broken_barh([(d.start, d.end - d.start)], (top - 1 - row + 0.1, 0.8), color=colour[d.label],
+                           alpha=float(np.clip(0.25 + 0.75 * d.score, 0, 1)))
+        ax.set_ylim(0, top + 1.8)
+        ax.set_yticks([top + 1.1, top / 2], ["truth", f"top {len(mine)}"])
+        ax.set_xlim(0, r.video.duration or r.video.num_frames / max(r.video.fps, 1e-9))
+        ax.set_title(vid, fontsize=9, loc="left")
+    axes[-1, 0].set_xlabel("seconds")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colour[c]) for c in classes]
+    fig.legend(handles, classes, loc="lower center", ncol=min(len(classes), 7), frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return _save(fig, path)

@@ -1,8 +1,12 @@
 """`vt-score phase PRED_DIR GT_DIR`: score phase prediction files in the Cholec80 text format against
 ground-truth files of the same names, with every convention the field uses (framework/metrics/phase.py).
+`vt-score detection RESULTS GT_JSON`: score an ActivityNet results JSON (any method's, or our
+eval/localization_results.json) against an ActivityNet ground-truth JSON with ActivityNet's evaluator
+(framework/metrics/detection.py), at 0.50:0.05:0.95 and THUMOS's 0.3:0.1:0.7.
 
     vt-score phase results/preds data/cholec80/phase_annotations --video-fps 25
     vt-score phase preds gt --phases m2cai16 --fps 1 --json scores.json
+    vt-score detection results.json activity_net.v1-3.min.json --subset validation --thresholds anet
 
 Rows may come at any rate (every frame, every 25th, ...): the relaxation window is 10 s of *rows*, so the
 rows' rate matters. `--fps` gives it directly; otherwise it is `--video-fps` (default 25, Cholec80's) over the
@@ -34,6 +38,16 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--pattern", default="*.txt", help="ground-truth file names (glob)")
     s.add_argument("--matlab-header-skip", action="store_true",
                    help="drop every file's first line as ReadPhaseLabel.m does, header or not")
+    s.add_argument("--json", type=Path, default=None, help="also write the whole report here")
+    s = sub.add_parser("detection", help="ActivityNet results JSON against a ground-truth JSON (mAP)")
+    s.add_argument("results", type=Path, help="{'results': {video: [{'label', 'segment', 'score'}]}}")
+    s.add_argument("gt", type=Path, help="{'database': {video: {'subset', 'annotations': [...]}}}")
+    s.add_argument("--subset", default="validation", help="the ground truth's subset to score on")
+    s.add_argument("--thresholds", choices=("anet", "thumos", "both"), default="both",
+                   help="anet: tIoU 0.50:0.05:0.95; thumos: 0.3:0.1:0.7 (both: default)")
+    s.add_argument("--extra-videos", choices=("error", "fp"), default="error",
+                   help="results for videos the subset lacks: refuse (default), or count them as false "
+                        "positives as the official evaluator does")
     s.add_argument("--json", type=Path, default=None, help="also write the whole report here")
     return p
 
@@ -70,17 +84,38 @@ def score_phase(a: argparse.Namespace) -> dict:
     return phase_report(videos, phases, rate, a.offsets)
 
 
+def score_detection(a: argparse.Namespace) -> dict:
+    from .metrics.detection import check_against, detection_report, read_ground_truth, read_results
+
+    gt = read_ground_truth(a.gt, a.subset)
+    detections = check_against(read_results(a.results), gt, a.subset, a.extra_videos)
+    conventions = ("anet", "thumos") if a.thresholds == "both" else (a.thresholds,)
+    return detection_report(gt, detections, conventions)
+
+
+def detection_lines(report: dict) -> list[str]:
+    lines = [f"{report['detections']} detections, {report['ground_truth']} ground-truth segments"]
+    for name in ("anet", "thumos"):
+        if name in report:
+            r = report[name]
+            at = ", ".join(f"{t} {m:.4f}" for t, m in r["mAP"].items())
+            lines.append(f"{name}: average mAP {r['average_mAP']:.4f} (mAP at tIoU {at}; {len(r['AP_per_class'])} "
+                         f"classes)")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
+    from .metrics.detection import DetectionFileError
     from .metrics.phase import summary_lines
     from .metrics.phase_files import PhaseFileError
 
     try:
-        report = score_phase(a)
-    except (PhaseFileError, ValueError) as e:
+        report = score_phase(a) if a.what == "phase" else score_detection(a)
+    except (PhaseFileError, DetectionFileError, ValueError) as e:
         print(f"vt-score: error: {e}", file=sys.stderr)
         return 2
-    for line in summary_lines(report):
+    for line in summary_lines(report) if a.what == "phase" else detection_lines(report):
         print(line)
     if a.json:
         from .reports import write_json

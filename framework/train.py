@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def train(cfg, raw, env) -> int:
-    from . import grad_reduce
+    from . import grad_reduce, preempt
     from .checkpoint import CheckpointError
     from .env import EnvironmentError_, init_distributed, shutdown
     from .nonfinite import NonFiniteStop
@@ -53,9 +53,14 @@ def train(cfg, raw, env) -> int:
         print(f"vt-train: error: {e}", file=sys.stderr)
         return 2
     start, trainer = time.time(), None
+    head_steps = cfg.lofi.head_steps if cfg.lofi.enabled else 0
+    cfg.trainer.eval = cfg.trainer.eval and not head_steps  # LoFi: only the final head is scored
     try:
         trainer = Trainer(cfg, raw, env, device)
         results = trainer.fit()
+        if head_steps and not preempt.stopped():
+            trainer = head_stage(trainer, cfg, raw, env, device)
+            results = trainer.fit()
     except (NonFiniteStop, CheckpointError) as e:  # every rank stops at the same step
         if env.is_main:
             close_progress_bars()
@@ -76,6 +81,21 @@ def close_progress_bars() -> None:
 
     for bar in list(tqdm._instances):
         bar.close()
+
+
+def head_stage(lofi_trainer, cfg, raw, env, device):
+    """LoFi's last stage: the head from scratch at full fidelity on the encoder just trained, frozen."""
+    from .checkpoint import newest
+    from .lofi import head_stage as stage_config
+    from .trainer import Trainer
+
+    weights = newest(lofi_trainer.run_dir).path / "mp_rank_00_model_states.pt"
+    head_cfg, head_raw = stage_config(cfg, raw, weights)
+    if env.is_main:
+        print(f"\nLoFi stage done; the head from scratch at full fidelity on the frozen encoder of {weights} "
+              f"for {head_cfg.trainer.max_steps} steps in {head_cfg.run_dir}")
+    lofi_trainer.engine.destroy()
+    return Trainer(head_cfg, head_raw, env, device)
 
 
 def report(cfg, trainer, results: dict, seconds: float) -> None:

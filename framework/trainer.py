@@ -12,7 +12,7 @@ import torch.distributed as dist
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from . import checkpoint, preempt, resume_guard
+from . import checkpoint, lofi, preempt, resume_guard
 from .atomic import write_atomic
 from .data.loader import SequenceBatch, SequenceLoader
 from .data.augment import build_augment
@@ -53,8 +53,9 @@ class Trainer:
                                      num_workers=d.num_workers, sampling=d.sampling, stride=d.clip_stride,
                                      part=(self.topo.sp_rank, self.topo.sp))
         # what the run learns and how it is scored: targets, output blocks, losses, metrics (framework/tasks/)
-        self.tasks = build_tasks(cfg.task, d.root, self.loader.manifest, self.loader.videos)
+        self.tasks = build_tasks(cfg.task, d.root, self.loader.manifest, self.loader.videos, cfg.model)
         self.augment = build_augment(d)  # identity unless data.augment=clip
+        self.fidelity = lofi.Schedule(cfg.lofi)  # full fidelity unless lofi.enabled
         configure_checkpointing(cfg.model.checkpointing, device)
         self.engine = build_engine(build_model(cfg.model, self.tasks.out_dim), cfg)
         self.relay = Relay(self.engine.module.head, self.topo, cfg.trainer.handoff)
@@ -105,21 +106,27 @@ class Trainer:
         """One batch: the backbone on this rank's frames, the head as a relay across the SP group (with
         sp=1 a relay of one), one engine.backward. Returns the step's sums for the logging window
         (TaskSet.names)."""
+        fidelity = self.fidelity.at(self.loader.epoch, self.step)
+        batch = lofi.reduce_time(batch, fidelity.temporal)  # before the targets: they follow the frames kept
         part = batch.to(self.device)
         stride = getattr(self.engine.module, "temporal_stride", 1)
         targets = {k: t.to(self.device) for k, t in self.tasks.targets(batch, self.loader.videos, stride).items()}
+        targets = self.relay.scored(targets)  # handoff=gather: the whole sequence's, as the head sees it whole
         # the frames of the whole SP group's sequences: the ranks' loss shares add up to one process's loss
         group_frames = part.lengths.sum().clamp(min=1).float()
         # the seeds stay on the CPU, where the parameters are drawn: on a GPU they would cost a sync a step
-        frames = self.augment(part.frames, batch.aug_seed)  # on the device, one draw per lane
+        frames = lofi.resize(self.augment(part.frames, batch.aug_seed), fidelity)  # on the device, one draw per lane
+        if self.fidelity.enabled:  # the fidelity in force, every step
+            self.tracker.log_metrics(lofi.describe(fidelity, frames.shape[1], frames.shape[2:4]), self.step + 1)
         features = self.engine.module.features(frames)
         result = self.relay.step(features, self.state, part.starts,
-                                 lambda out: self.tasks.loss(out, targets, group_frames))
+                                 lambda out: self.tasks.loss(out, targets, group_frames),
+                                 valid=part.valid[:, ::stride])  # a step is real where its first frame is
         self.engine.backward(result.surrogate * self.relay.backward_scale)
         self.engine.step()
         self.state = result.carried  # across batches the state goes on, its gradient stops (truncated BPTT)
         # one tensor, read once per logging window: an .item() here would stall the GPU every step
-        return self.tasks.step_stats(result.loss, result.outputs, targets, group_frames)
+        return self.relay.share(self.tasks.step_stats(result.loss, result.outputs, targets, group_frames))
 
     # -- logging -----------------------------------------------------------------------------
     def log_config(self) -> None:

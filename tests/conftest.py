@@ -81,6 +81,25 @@ def engine_check(tiny_data, tmp_path_factory) -> list[dict]:
     return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
 
 
+@pytest.fixture(scope="session")
+def tal_data(tmp_path_factory) -> Path:
+    """A small synthetic TAL dataset with shards (through the --segments path): 4 train + 2 val videos of 12–18 s
+    at 4 fps (48–72 frames of 32²), 2 action classes, ActivityNet segments JSON."""
+    from data_prep.jobs import Layout, discover
+    from data_prep.prepare import prepare
+    from data_prep.shards import ShardSpec
+    from data_prep.synthetic import TALSpec, generate_tal
+
+    root = tmp_path_factory.mktemp("tal_data")
+    generate_tal(root, TALSpec(num_videos=6, test_videos=2, classes=2, fps=4, size=32, video_seconds=(12, 18),
+                               action_seconds=(2, 4), gap_seconds=(1, 4), seed=3), progress=False)
+    jobs, problems = discover(root, Layout(segments="segments.json"))
+    spec = ShardSpec(fps=4, size=32)
+    result = prepare(root, jobs, spec.stage_spec(), 1, None, problems, False)
+    assert result.manifest is not None and not result.problems, result.problems
+    return root
+
+
 def run_training(overrides: list[str], nproc: int = 2, timeout: int = 300, **popen) -> subprocess.CompletedProcess:
     """vt-launch with N real processes (torchrun, gloo, DeepSpeed)."""
     cmd = [sys.executable, "-m", "launch.local", f"--nproc={nproc}", *overrides]

@@ -1,4 +1,5 @@
-"""The relay's gradients equal single-process gradients (gloo, CPU, real DeepSpeed engines, ZeRO 0/1/2).
+"""The relay's gradients equal single-process gradients (gloo, CPU, real DeepSpeed engines, ZeRO 0/1/2), and so
+do the gather handoff's (the localization head over the whole sequence, a causal head gathered).
 
 Each case runs tests/relay_check.py under torchrun; see that file for what is compared.
 """
@@ -21,8 +22,10 @@ def test_relay_gradients_equal_single_process(nproc, sp):
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert proc.returncode == 0, (rows, proc.stderr[-3000:])
     heads = {"linear", "lstm", "gru", "tcn", "transformer"}  # linear: stateless, nothing handed on
+    gathered = {("actionformer", "gather", z) for z in (0, 1, 2)} | {("actionformer_attention", "gather", 0),
+                                                                     ("lstm", "gather", 0)}
     assert {(r["head"], r["handoff"], r["zero"]) for r in rows} == \
-        {(h, m, z) for h in heads for m in ("exact", "detached") for z in (0, 1, 2)}
+        {(h, m, z) for h in heads for m in ("exact", "detached") for z in (0, 1, 2)} | gathered
     assert all(r["sp"] == sp and r["dp"] == nproc // sp and r["max_rel_err"] <= 1e-5 for r in rows), rows
 
 

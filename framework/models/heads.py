@@ -82,8 +82,15 @@ class LinearHead(nn.Module):
         return self.classifier(self.drop(features)), None
 
 
+from .actionformer import ActionFormerHead  # noqa: E402
 from .tcn import CausalTCNHead  # noqa: E402
 from .transformer import CausalTransformerHead  # noqa: E402
 
+# actionformer: a head over the whole sequence (temporal action localization, task=localization); not causal
 HEADS = {"lstm": LSTMHead, "gru": GRUHead, "tcn": CausalTCNHead, "transformer": CausalTransformerHead,
-         "linear": LinearHead}
+         "linear": LinearHead, "actionformer": ActionFormerHead}
+
+
+def is_causal(head: nn.Module) -> bool:
+    """Causal heads run chunk by chunk with a carried state; the others need the whole sequence at once."""
+    return getattr(head, "causal", True)

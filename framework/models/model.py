@@ -85,4 +85,15 @@ def head_options(cfg) -> dict:
         return {"dropout": cfg.dropout}
     common = {"hidden": cfg.hidden, "layers": cfg.layers, "dropout": cfg.dropout}
     extra = {"tcn": {"stages": cfg.stages}, "transformer": {"heads": cfg.attention_heads, "window": cfg.window}}
+    if cfg.head == "actionformer":
+        extra["actionformer"] = {"levels": cfg.levels, "blocks": cfg.blocks, "heads": cfg.attention_heads,
+                                 "window": cfg.window, "snippet": snippet_steps(cfg)}
     return {**common, **extra.get(cfg.head, {})}
+
+
+def snippet_steps(cfg) -> tuple[int, int]:
+    """model.snippet_len / snippet_stride (frames) in the backbone's time steps."""
+    from .backbones import find
+
+    stride = find(cfg.backbone).temporal_stride(cfg.backbone)
+    return cfg.snippet_len // stride, cfg.snippet_stride // stride

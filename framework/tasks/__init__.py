@@ -20,6 +20,7 @@ REGISTRY = {
     "tools": ("framework.tasks.tools", "ToolsConfig", "ToolsTask"),
     "anticipation": ("framework.tasks.anticipation", "AnticipationConfig", "AnticipationTask"),
     "clip": ("framework.tasks.clip", "ClipConfig", "ClipTask"),
+    "localization": ("framework.tasks.localization", "LocalizationConfig", "LocalizationTask"),
 }
 
 
@@ -148,12 +149,17 @@ class TaskSet:
                 for t in self.tasks]
 
     def columns(self, result: VideoResult) -> dict[str, np.ndarray]:
-        """The predictions table's rows of one video: one per frame (streamed), one per video (views)."""
-        cols = {"video": [result.video.id] * (1 if self.sampling == "views" else len(result.frame))}
+        """The predictions table's rows of one video: one per frame (streamed), one per video (views), one per
+        detection (videos: localization)."""
+        own = {}
+        for t in self.tasks:
+            own.update(t.columns(result.slice(self.slices[t.name])))
+        rows = {"views": 1, "stream": len(result.frame)}.get(self.sampling)
+        rows = len(next(iter(own.values()), [])) if rows is None else rows
+        cols = {"video": [result.video.id] * rows}
         if self.sampling == "stream":
             cols.update(frame=result.frame, time=result.time)
-        for t in self.tasks:
-            cols.update(t.columns(result.slice(self.slices[t.name])))
+        cols.update(own)
         return cols
 
     def write_files(self, results: list[VideoResult], report: dict, out_dir: Path) -> list[Path]:
@@ -164,9 +170,9 @@ class TaskSet:
         return files
 
 
-def build_tasks(task_cfg: dict, root: Path, manifest, train_videos) -> TaskSet:
-    """task_cfg: Config.task ({name: config dataclass})."""
-    ctx = TaskContext(Path(root), manifest, list(train_videos))
+def build_tasks(task_cfg: dict, root: Path, manifest, train_videos, model_cfg=None) -> TaskSet:
+    """task_cfg: Config.task ({name: config dataclass}); model_cfg: the run's ModelConfig."""
+    ctx = TaskContext(Path(root), manifest, list(train_videos), model_cfg)
     tasks = TaskSet([_load(name, 1)(cfg, ctx) for name, cfg in parse_task_configs(task_cfg).items()])
     tasks.sampling  # noqa: B018 (refuses tasks that cannot be evaluated together, before anything runs)
     return tasks

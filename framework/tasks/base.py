@@ -41,6 +41,7 @@ class TaskContext:
     root: Path
     manifest: Manifest
     train_videos: list[VideoEntry]  # loss weights and the like come from the training split
+    model: object = None  # the run's ModelConfig: what a task must know of the head's output layout
 
 
 @dataclass
@@ -67,7 +68,9 @@ class TaskOutput:
 class Task:
     name: str = ""
     window: tuple[str, ...] = ()  # names of the sums `window_stats` returns, in order
-    sampling: str = "stream"  # how evaluation reads a split: stream (whole videos, online) | views (clips)
+    # how evaluation reads a split: stream (whole videos, online) | views (clips) | videos (whole videos, the
+    # head once over each: for heads that see the whole sequence)
+    sampling: str = "stream"
     per_frame: bool = True  # targets [B, T, ...] per frame (False: per sequence, e.g. a clip's label)
 
     def __init__(self, cfg, ctx: TaskContext):
