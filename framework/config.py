@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+from .analysis.config import AnalysisConfig
+
 CONFIG_DIR = Path(os.environ.get("VT_CONFIG_DIR", Path(__file__).resolve().parents[1] / "configs"))
 
 
@@ -202,6 +204,8 @@ class Config:
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    # bias measurement during training, StaticDropout, Variational DropPath (framework/analysis/config.py)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
 
     def __post_init__(self):
         from .tasks import parse_task_configs
@@ -220,6 +224,7 @@ class Config:
 
         check_clips(self.model, self.data.seq_len)
         _require(self.deepspeed.zero_stage < 3, ZERO3_REFUSAL)
+        self.analysis.check(self)
 
     def check_world(self, world_size: int) -> None:
         """What can only be checked once the number of processes is known."""

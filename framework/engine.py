@@ -24,8 +24,10 @@ def ds_config(cfg) -> dict:
 
 
 def make_optimizer(model: torch.nn.Module, tcfg) -> torch.optim.Optimizer:
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]  # biases and norm affines
+    # biases, norm affines, and weights whose prior is a term of the loss (Variational DropPath's gated convs)
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1 and not getattr(p, "no_weight_decay", 0)]
+    decayed = {id(p) for p in decay}
+    no_decay = [p for p in model.parameters() if p.requires_grad and id(p) not in decayed]
     groups = [{"params": decay, "weight_decay": tcfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if tcfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=tcfg.lr, momentum=0.9)
