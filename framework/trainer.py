@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from . import checkpoint, preempt
+from .analysis.hooks import build_hooks
 from .data.loader import SequenceBatch, SequenceLoader
 from .data.augment import build_augment
 from .engine import build_engine
@@ -61,12 +62,14 @@ class Trainer:
         self.run_dir = cfg.run_path
         self.tracker = build_tracker(cfg, env.is_main)
         self.validator = Validator(cfg, env.rank, env.world_size, self.tasks)  # trainer.eval_every
+        self.hooks = build_hooks(cfg, self)  # analysis.*: bias during training, StaticDropout, v-DropPath's KL
         self.raw_cfg = raw_cfg
 
     # -- the run -----------------------------------------------------------------------------
     def fit(self) -> dict:
         self.resume()
         self.log_config()
+        self.hooks.begin(self.step)
         bar = progress_bar(self.cfg.trainer.max_steps, self.step, self.env.is_main)
         window, batches = [], self.batches()
         for batch in batches:
@@ -74,6 +77,7 @@ class Trainer:
                 break
             window.append(self.train_step(batch))
             self.step += 1
+            self.hooks.after_step(self.step)
             bar.update(1)
             if self.step % self.cfg.trainer.log_every == 0:
                 self.log_train(window, bar)
@@ -112,7 +116,7 @@ class Trainer:
         features = self.engine.module.features(frames)
         result = self.relay.step(features, self.state, part.starts,
                                  lambda out: self.tasks.loss(out, targets, group_frames))
-        self.engine.backward(result.surrogate * self.relay.backward_scale)
+        self.engine.backward(result.surrogate * self.relay.backward_scale + self.hooks.extra_loss())
         self.engine.step()
         self.state = result.carried  # across batches the state goes on, its gradient stops (truncated BPTT)
         # one tensor, read once per logging window: an .item() here would stall the GPU every step
@@ -157,7 +161,8 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------------------------
     def save(self) -> None:
-        rank_state = {"rng": checkpoint.rng_state(), "loader": self.loader.state_dict(), "state": self.state}
+        rank_state = {"rng": checkpoint.rng_state(), "loader": self.loader.state_dict(), "state": self.state,
+                      "hooks": self.hooks.state_dict()}
         path = checkpoint.save(self.engine, self.run_dir, self.step, self.env.rank, rank_state,
                                shared={"step": self.step})
         self.tracker.set_tags({"last_checkpoint": path.resolve()})
@@ -170,6 +175,7 @@ class Trainer:
         self.step = shared["step"]
         self.loader.load_state_dict(rank_state["loader"])
         self.state = rank_state["state"]
+        self.hooks.load_state_dict(rank_state.get("hooks", {}))
         checkpoint.set_rng_state(rank_state["rng"])
         if self.env.is_main:
             print(f"resumed from {found[0] / found[1]} at step {self.step}")
