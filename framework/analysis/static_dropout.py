@@ -32,6 +32,18 @@ from .hooks import Hook
 from .pairs import PairSource, PairSpec
 
 
+def drop_channels(x: torch.Tensor, static: torch.Tensor, p: float, channels_last: bool = False) -> torch.Tensor:
+    """Each sample's channels flagged in `static` [C] zeroed with probability p, the kept ones scaled by
+    1/(1 − p); the other channels untouched."""
+    if not bool(static.any()) or p == 0:
+        return x
+    axis = channel_axis(x, channels_last) % x.ndim
+    shape = [x.shape[0] if i == 0 else x.shape[i] if i == axis else 1 for i in range(x.ndim)]
+    flagged = static.to(x.device).view([-1 if i == axis else 1 for i in range(x.ndim)])
+    kept = (torch.rand(shape, device=x.device) >= p).to(x.dtype) / (1 - p)
+    return x * torch.where(flagged, kept, torch.ones((), dtype=x.dtype, device=x.device))
+
+
 class StaticDropout(Hook):
     def __init__(self, cfg, trainer):
         self.cfg = cfg.analysis.static_dropout
@@ -50,16 +62,9 @@ class StaticDropout(Hook):
     def _tap(self, layer: int):
         def drop(x: torch.Tensor) -> torch.Tensor:
             mask = self.masks[layer]
-            if not self.model.backbone.training or mask is None or not bool(mask.any()):
+            if not self.model.backbone.training or mask is None:
                 return x
-            axis = channel_axis(x, self.channels_last) % x.ndim
-            shape = [1] * x.ndim
-            shape[0], shape[axis] = x.shape[0], x.shape[axis]
-            static = mask.to(x.device).view([1 if i != axis else -1 for i in range(x.ndim)])
-            kept = torch.rand(shape, device=x.device) >= self.cfg.p
-            scale = torch.where(static, kept.to(x.dtype) / (1 - self.cfg.p), torch.ones((), dtype=x.dtype,
-                                                                                        device=x.device))
-            return x * scale
+            return drop_channels(x, mask, self.cfg.p, self.channels_last)
         return drop
 
     def due(self, step: int) -> bool:
