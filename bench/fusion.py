@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.static_dynamic import make_data, train
+from bench.static_dynamic import overrides as clip_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,8 +40,9 @@ class Setting:
     size: int = 32
     batch: int = 8
     lr: float = 3e-3
-    length_scale: float = 1.0
+    length_scale: float = 10.0
     train_size: int = 1000
+    rate_lr_scale: float = 10.0
     widths: tuple = (16, 32, 64)
     depths: tuple = (2, 2, 2)
     samples: int = 20
@@ -48,13 +50,10 @@ class Setting:
 
 
 def overrides(data: Path, run_dir: Path, s: Setting, steps: int, extra: list[str]) -> list[str]:
-    return [f"data.root={data}", f"run_dir={run_dir}", f"name={run_dir.name}", "task=clip", "data.sampling=clips",
-            f"data.seq_len={s.frames}", f"data.batch_size={s.batch}", "model.head=linear", "model.backbone=fusion3d",
-            f"+model.backbone_kwargs.widths=[{','.join(map(str, s.widths))}]",
-            f"+model.backbone_kwargs.depths=[{','.join(map(str, s.depths))}]",
-            f"trainer.max_steps={steps}", f"trainer.checkpoint_every={steps}", f"trainer.lr={s.lr}",
-            "trainer.warmup_steps=10", f"trainer.log_every={max(1, steps // 10)}", "trainer.resume=none",
-            "task.clip.views=2", "task.clip.crops=1", "logging.mlflow.enabled=false", f"seed={s.seed}", *extra]
+    template = ["model.backbone=fusion3d", f"+model.backbone_kwargs.widths=[{','.join(map(str, s.widths))}]",
+                f"+model.backbone_kwargs.depths=[{','.join(map(str, s.depths))}]",
+                f"+model.backbone_kwargs.rate_lr_scale={s.rate_lr_scale}"]
+    return clip_overrides(data, run_dir, s, [*template, *extra], steps)
 
 
 def fixed(model, tasks, cfg, unit: str) -> float:
@@ -128,7 +127,7 @@ Machine: {machine}; load while it ran: {load}. fusion3d template, widths {s['wid
 ({sum(s['depths'])} gated layers), on synthetic motion-only and appearance-only clips ({s['clips']} per task,
 {s['test_clips']} held out, {s['size']}², clips of {s['frames']} frames, batch {s['batch']}); {s['steps']} steps
 (the first {s['warmup']} with the gates off), AdamW lr {s['lr']}, weight decay 0, τ 0.2, p_init 0.1, KL with
-k = {s['length_scale']}, N = {s['train_size']}. {s['samples']} sub-networks sampled from the learned rates, scored on
+k = {s['length_scale']}, N = {s['train_size']}, the drop rates at {s['rate_lr_scale']}× the lr. {s['samples']} sub-networks sampled from the learned rates, scored on
 the held-out clips with the template's weights; the best retrained alone for {s['retrain_steps']} steps.
 Marginals: branch keep 1 − √p; unit marginals from independent branches (an inference, not the paper's formula).
 
@@ -149,14 +148,16 @@ def main() -> None:
 
     p = argparse.ArgumentParser()
     for name, default in asdict(Setting()).items():
-        if not isinstance(default, tuple):
+        if isinstance(default, tuple):
+            p.add_argument(f"--{name}", type=int, nargs="+", default=list(default))
+        else:
             p.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
     p.add_argument("--kinds", nargs="+", default=["motion", "appearance"])
     p.add_argument("--work", type=Path, default=REPO / "data" / "bench-fusion")
     p.add_argument("--out", type=Path, default=None)
     a = vars(p.parse_args())
     work, out, kinds = a.pop("work"), a.pop("out"), a.pop("kinds")
-    s = Setting(**a)
+    s = Setting(**{k: tuple(v) if isinstance(v, list) else v for k, v in a.items()})
     load = "load average %.1f / %.1f / %.1f" % os.getloadavg()
     start = time.time()
     r = run(work, s, tuple(kinds))

@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 @dataclass(frozen=True)
 class Setting:
     steps: int = 300
+    tsn_steps: int | None = None  # the 2D models' steps (default: steps); their bias does not depend on it
     clips: int = 80  # per task; test_clips of them held out
     test_clips: int = 20
     frames: int = 8  # clip length (the source clips have 16 frames)
@@ -74,11 +75,11 @@ def _value(v) -> str:
     return f"[{','.join(map(str, v))}]" if isinstance(v, (list, tuple)) else str(v)
 
 
-def overrides(data: Path, run_dir: Path, s: Setting, extra: list[str]) -> list[str]:
+def overrides(data: Path, run_dir: Path, s: Setting, extra: list[str], steps: int) -> list[str]:
     return [f"data.root={data}", f"run_dir={run_dir}", f"name={run_dir.name}", "task=clip", "data.sampling=clips",
             f"data.seq_len={s.frames}", f"data.batch_size={s.batch}", "model.head=linear",
-            f"trainer.max_steps={s.steps}", f"trainer.checkpoint_every={s.steps}", f"trainer.lr={s.lr}",
-            "trainer.warmup_steps=10", f"trainer.log_every={max(1, s.steps // 10)}", "trainer.resume=none",
+            f"trainer.max_steps={steps}", f"trainer.checkpoint_every={steps}", f"trainer.lr={s.lr}",
+            "trainer.warmup_steps=10", f"trainer.log_every={max(1, steps // 10)}", "trainer.resume=none",
             "task.clip.views=2", "task.clip.crops=1", "logging.mlflow.enabled=false", f"seed={s.seed}", *extra]
 
 
@@ -126,13 +127,14 @@ def history(run_dir: Path) -> list[dict]:
 def run(work: Path, s: Setting) -> dict:
     from framework.env import detect, init_distributed
 
-    init_distributed(detect())
+    init_distributed(detect())  # once per process (a no-op when it is up)
     data = {kind: make_data(work / f"data-{kind}", kind, s) for kind in ("motion", "appearance")}
     out = {"setting": {**asdict(s), "sd_layers": list(s.sd_layers), "models": list(s.models)}, "models": {}}
     for name in s.models:
         kind, backbone, extra = model_plan(name, s)
         run_dir = work / f"run-{name}"
-        trainer, report, seconds = train(run_dir, overrides(data[kind], run_dir, s, extra))
+        steps = s.tsn_steps if name.startswith("tsn") and s.tsn_steps else s.steps
+        trainer, report, seconds = train(run_dir, overrides(data[kind], run_dir, s, extra, steps))
         entry = {"task": kind, "backbone": backbone, "top1": report["clip"]["top1"], "train_seconds": round(seconds, 1),
                  "layers": summary(probe(trainer, data[kind], s)), "history": history(run_dir)}
         sd = run_dir / "static_dropout.jsonl"
@@ -189,6 +191,7 @@ def main() -> None:
 
     p = argparse.ArgumentParser()
     p.add_argument("--steps", type=int, default=Setting.steps)
+    p.add_argument("--tsn-steps", type=int, default=None)
     p.add_argument("--clips", type=int, default=Setting.clips)
     p.add_argument("--test-clips", type=int, default=Setting.test_clips)
     p.add_argument("--size", type=int, default=Setting.size)
@@ -205,7 +208,7 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=REPO / "data" / "bench-static-dynamic")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
-    s = Setting(steps=a.steps, clips=a.clips, test_clips=a.test_clips, size=a.size, pairs=a.pairs,
+    s = Setting(steps=a.steps, tsn_steps=a.tsn_steps, clips=a.clips, test_clips=a.test_clips, size=a.size, pairs=a.pairs,
                 backbone3d=a.backbone3d, kwargs3d=json.loads(a.kwargs3d), lr=a.lr, sd_p=a.sd_p,
                 sd_layers=tuple(a.sd_layers), sd_every=a.sd_every, bias_every=a.bias_every, seed=a.seed,
                 models=tuple(a.models))

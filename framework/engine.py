@@ -24,11 +24,18 @@ def ds_config(cfg) -> dict:
 
 
 def make_optimizer(model: torch.nn.Module, tcfg) -> torch.optim.Optimizer:
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    # a parameter may learn at its own multiple of the lr (Variational DropPath's drop rates: `lr_scale`)
+    scaled = [p for p in trainable if getattr(p, "lr_scale", 1.0) != 1.0]
+    plain = [p for p in trainable if getattr(p, "lr_scale", 1.0) == 1.0]
     # biases, norm affines, and weights whose prior is a term of the loss (Variational DropPath's gated convs)
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1 and not getattr(p, "no_weight_decay", 0)]
+    decay = [p for p in plain if p.ndim > 1 and not getattr(p, "no_weight_decay", False)]
     decayed = {id(p) for p in decay}
-    no_decay = [p for p in model.parameters() if p.requires_grad and id(p) not in decayed]
-    groups = [{"params": decay, "weight_decay": tcfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": tcfg.weight_decay},
+              {"params": [p for p in plain if id(p) not in decayed], "weight_decay": 0.0}]
+    for scale in sorted({p.lr_scale for p in scaled}):
+        groups.append({"params": [p for p in scaled if p.lr_scale == scale], "weight_decay": 0.0,
+                       "lr": tcfg.lr * scale})
     if tcfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=tcfg.lr, momentum=0.9)
     return torch.optim.AdamW(groups, lr=tcfg.lr)

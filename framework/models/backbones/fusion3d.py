@@ -17,7 +17,8 @@ GroupNorm instead of BatchNorm; the classifier input is not gated (the head is n
 
 `model.backbone_kwargs`: widths (channels per stage), depths (layers per stage), kernel (k), p_init (0.1),
 tau (0.2), architecture (null: the template; a list of one unit per layer, S | ST | S+ST | none: a fixed
-network with only the kept convs, which trains on its own).
+network with only the kept convs, which trains on its own), rate_lr_scale (1: the drop rates learn at the run's
+lr, as in the reference; a short run on small data may need them to learn faster, e.g. 10).
 """
 from __future__ import annotations
 
@@ -51,11 +52,12 @@ def relaxed_drop(p: torch.Tensor, n: int, tau: float, like: torch.Tensor) -> tor
 class ConcreteGate(nn.Module):
     """One scalar per sample multiplying a branch's input; not rescaled. p = σ(logit) is the drop rate."""
 
-    def __init__(self, p_init: float = 0.1, tau: float = 0.2):
+    def __init__(self, p_init: float = 0.1, tau: float = 0.2, lr_scale: float = 1.0):
         super().__init__()
         self.tau = tau
         # shape [1], not a scalar: DeepSpeed broadcasts parameters as bytes, which a 0-d tensor cannot be viewed as
         self.logit = nn.Parameter(torch.full((1,), math.log(p_init) - math.log(1 - p_init)))
+        self.logit.lr_scale = lr_scale  # framework/engine.py gives it lr × lr_scale
         self.register_buffer("keep", torch.ones(1))  # fixed mode: 1 kept, 0 dropped
         self.mode = "off"
 
@@ -79,7 +81,7 @@ class ConcreteGate(nn.Module):
 
 
 class FusionLayer(nn.Module):
-    def __init__(self, width: int, kernel: int, unit: str, p_init: float, tau: float):
+    def __init__(self, width: int, kernel: int, unit: str, p_init: float, tau: float, rate_lr_scale: float = 1.0):
         super().__init__()
         self.unit = unit
         spatial, temporal = (True, True) if unit == TEMPLATE else ("S" in unit.split("+"), "ST" in unit.split("+"))
@@ -87,7 +89,7 @@ class FusionLayer(nn.Module):
         self.s = nn.Conv3d(width, width, 1, bias=False) if spatial else None
         self.t = nn.Conv3d(width, width, (3, 1, 1), padding=(1, 0, 0), bias=False) if temporal else None
         if unit == TEMPLATE:
-            self.gate_s, self.gate_t = ConcreteGate(p_init, tau), ConcreteGate(p_init, tau)
+            self.gate_s, self.gate_t = (ConcreteGate(p_init, tau, rate_lr_scale) for _ in range(2))
             for conv in (self.s, self.t):  # their prior is the KL term: no weight decay (framework/engine.py)
                 conv.weight.no_weight_decay = True
         if spatial or temporal:
@@ -120,7 +122,7 @@ class Transition(nn.Sequential):
 
 class FusionTemplate(nn.Module):
     def __init__(self, widths=(16, 32, 64), depths=(2, 2, 2), kernel: int = 3, p_init: float = 0.1,
-                 tau: float = 0.2, architecture=None):
+                 tau: float = 0.2, architecture=None, rate_lr_scale: float = 1.0):
         super().__init__()
         layers = sum(depths)
         units = [TEMPLATE] * layers if architecture is None else list(architecture)
@@ -130,7 +132,7 @@ class FusionTemplate(nn.Module):
         it = iter(units)
         for i, (w, d) in enumerate(zip(widths, depths)):
             blocks = [Transition(widths[i - 1], w)] if i else []
-            blocks += [FusionLayer(w, kernel, next(it), p_init, tau) for _ in range(d)]
+            blocks += [FusionLayer(w, kernel, next(it), p_init, tau, rate_lr_scale) for _ in range(d)]
             self.stages.append(nn.Sequential(*blocks))
         self.norm = _gn(widths[-1])
         self.dim = widths[-1]
@@ -162,7 +164,7 @@ def check_kwargs(kwargs: dict) -> None:
     """One-line errors for model.backbone_kwargs of fusion3d."""
     from ...config import ConfigError
 
-    known = ("widths", "depths", "kernel", "p_init", "tau", "architecture")
+    known = ("widths", "depths", "kernel", "p_init", "tau", "architecture", "rate_lr_scale")
     extra = sorted(set(kwargs) - set(known))
     if extra:
         raise ConfigError(f"model.backbone_kwargs.{extra[0]}: not an option of fusion3d ({', '.join(known)})")
@@ -170,8 +172,9 @@ def check_kwargs(kwargs: dict) -> None:
     if len(widths) != len(depths) or min(widths) < 1 or min(depths) < 1:
         raise ConfigError(f"fusion3d: widths {list(widths)} and depths {list(depths)} must be as long and >= 1")
     p = kwargs.get("p_init", 0.1)
-    if not 0 < p < 1 or kwargs.get("tau", 0.2) <= 0 or kwargs.get("kernel", 3) % 2 == 0:
-        raise ConfigError("fusion3d: p_init must be in (0, 1), tau > 0 and kernel odd")
+    if not 0 < p < 1 or kwargs.get("tau", 0.2) <= 0 or kwargs.get("kernel", 3) % 2 == 0 \
+            or kwargs.get("rate_lr_scale", 1.0) <= 0:
+        raise ConfigError("fusion3d: p_init must be in (0, 1), tau > 0, kernel odd and rate_lr_scale > 0")
     arch = kwargs.get("architecture")
     if arch is not None:
         bad = [u for u in arch if u not in UNITS]
