@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from .analysis.config import AnalysisConfig
+
 CONFIG_DIR = Path(os.environ.get("VT_CONFIG_DIR", Path(__file__).resolve().parents[1] / "configs"))
 
 
@@ -273,6 +275,8 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     lofi: LofiConfig = field(default_factory=LofiConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    # bias measurement during training, StaticDropout, Variational DropPath (framework/analysis/config.py)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
 
     def __post_init__(self):
         from .tasks import parse_task_configs
@@ -299,6 +303,7 @@ class Config:
         from .ds_config import build
 
         build(self)  # the user's DeepSpeed options: a contradiction stops here, before any process starts
+        self.analysis.check(self)
 
     def _check_localization(self) -> None:
         loc, af = "localization" in self.task, self.model.head == "actionformer"

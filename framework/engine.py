@@ -11,9 +11,18 @@ from .nonfinite import NonFiniteGuard
 
 
 def make_optimizer(model: torch.nn.Module, tcfg) -> torch.optim.Optimizer:
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]  # biases and norm affines
-    groups = [{"params": decay, "weight_decay": tcfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    # a parameter may learn at its own multiple of the lr (Variational DropPath's drop rates: `lr_scale`)
+    scaled = [p for p in trainable if getattr(p, "lr_scale", 1.0) != 1.0]
+    plain = [p for p in trainable if getattr(p, "lr_scale", 1.0) == 1.0]
+    # biases, norm affines, and weights whose prior is a term of the loss (Variational DropPath's gated convs)
+    decay = [p for p in plain if p.ndim > 1 and not getattr(p, "no_weight_decay", False)]
+    decayed = {id(p) for p in decay}
+    groups = [{"params": decay, "weight_decay": tcfg.weight_decay},
+              {"params": [p for p in plain if id(p) not in decayed], "weight_decay": 0.0}]
+    for scale in sorted({p.lr_scale for p in scaled}):
+        groups.append({"params": [p for p in scaled if p.lr_scale == scale], "weight_decay": 0.0,
+                       "lr": tcfg.lr * scale})
     # fused: one kernel for all parameters, which also skips a step on the device when told that its gradients
     # are not finite (framework/nonfinite.py), without a sync; on CPU also much faster than the per-tensor loop
     if tcfg.optimizer == "sgd":

@@ -1,4 +1,5 @@
 """`vt-probe leakage [hydra overrides]`: does a frame's output depend on frames it should not see?
+(`vt-probe bias RUN_DIR ...` and `vt-probe fusion RUN_DIR ...`: the analysis tools, framework/analysis/cli.py.)
 
 For the output at frame t it perturbs (a) the frames after t and (b) the other sequences of the batch, and
 reports the largest change, in train and in eval mode. A model without batch-dependent normalisation and with
@@ -63,8 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError, load_config
 
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("bias", "fusion"):
+        from .analysis.cli import main as analysis_main
+
+        return analysis_main(argv[0], argv[1:])
     if not argv or argv[0] != "leakage":
-        print("usage: vt-probe leakage [hydra overrides]", file=sys.stderr)
+        print("usage: vt-probe leakage [hydra overrides] | vt-probe bias RUN_DIR [...] | vt-probe fusion RUN_DIR [...]",
+              file=sys.stderr)
         return 2
     try:
         cfg, _ = load_config(argv[1:])

@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from . import checkpoint, lofi, preempt, resume_guard
+from .analysis.hooks import build_hooks
 from .atomic import write_atomic
 from .data.loader import SequenceBatch, SequenceLoader
 from .data.augment import build_augment
@@ -64,12 +65,14 @@ class Trainer:
         self.run_dir = cfg.run_path
         self.tracker = build_tracker(cfg, env.is_main)
         self.validator = Validator(cfg, env.rank, env.world_size, self.tasks)  # trainer.eval_every
+        self.hooks = build_hooks(cfg, self)  # analysis.*: bias during training, StaticDropout, v-DropPath's KL
         self.raw_cfg = raw_cfg
 
     # -- the run -----------------------------------------------------------------------------
     def fit(self) -> dict:
         self.resume()
         self.log_config()
+        self.hooks.begin(self.step)
         bar = progress_bar(self.cfg.trainer.max_steps, self.step, self.env.is_main and self.cfg.logging.console)
         window, batches = [], self.batches()
         for batch in batches:
@@ -77,6 +80,7 @@ class Trainer:
                 break
             window.append(self.train_step(batch))
             self.step += 1
+            self.hooks.after_step(self.step)
             bar.update(1)
             if self.step % self.cfg.trainer.log_every == 0:
                 self.log_train(window, bar)
@@ -122,7 +126,7 @@ class Trainer:
         result = self.relay.step(features, self.state, part.starts,
                                  lambda out: self.tasks.loss(out, targets, group_frames),
                                  valid=part.valid[:, ::stride])  # a step is real where its first frame is
-        self.engine.backward(result.surrogate * self.relay.backward_scale)
+        self.engine.backward(result.surrogate * self.relay.backward_scale + self.hooks.extra_loss())
         self.engine.step()
         self.state = result.carried  # across batches the state goes on, its gradient stops (truncated BPTT)
         # one tensor, read once per logging window: an .item() here would stall the GPU every step
@@ -180,7 +184,8 @@ class Trainer:
         trainer.keep_last, the older ones go (never those `latest` or `best` name)."""
         self.engine.nonfinite.read_pending()  # a non-finite step the window has not read stops the run first
         rank_state = {"rng": checkpoint.rng_state(), "loader": self.loader.state_dict(), "state": self.state,
-                      "validation": self.validator.state_dict()}
+                      "validation": self.validator.state_dict(),
+                      "hooks": self.hooks.state_dict()}
         path = checkpoint.save(self.engine, self.run_dir, self.step, self.env.rank, rank_state,
                                shared={"step": self.step},
                                fingerprint=fingerprint(self.cfg, self.env.world_size, self.loader.videos), best=best)
@@ -205,6 +210,7 @@ class Trainer:
             if self.resumed.rng:
                 checkpoint.set_rng_state(rank_state["rng"])
             self.validator.load_state_dict(rank_state.get("validation", {}))  # the best so far goes on
+            self.hooks.load_state_dict(rank_state.get("hooks", {}))
         if self.env.is_main:
             for name in ("metrics.jsonl", "val.jsonl"):  # each step once, after a resume
                 jsonl.keep_steps_up_to(self.run_dir / name, self.step)

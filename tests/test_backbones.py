@@ -18,7 +18,7 @@ LISTED = {
     "timm:nfnet_l0": (2304, 1), "timm:resnet50_gn": (2048, 1), "timm:convnext_tiny": (768, 1),
     "timm:vit_small_patch16_224": (384, 1),
     "r3d_18": (512, 8), "mc3_18": (512, 1), "r2plus1d_18": (512, 8), "s3d": (1024, 8), "mvit_v2_s": (768, 2),
-    "swin3d_t": (768, 2),
+    "swin3d_t": (768, 2), "fusion3d": (64, 1),
 }
 OPTIONS = {"timm:vit_small_patch16_224": {"img_size": 32}, "timm:test_vit": {"img_size": 32}}  # ViTs: fixed size
 SIZE, FRAMES = 32, 8

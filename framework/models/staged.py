@@ -63,6 +63,9 @@ class StagedBackbone(nn.Module):
         self.register_buffer("input_mean", torch.tensor(layout.mean).mul(255), persistent=False)
         self.register_buffer("input_std", torch.tensor(layout.std).mul(255), persistent=False)
         self.freeze_stages = freeze_stages
+        # stage → functions applied to that stage's output, inside its unit (so inside a checkpointed segment:
+        # recomputed with the RNG replayed). The analysis tools read layers and drop channels through them.
+        self.taps: dict[int, list[Callable]] = {}
         self.granularity = getattr(checkpointing, "granularity", "none")
         self.every = getattr(checkpointing, "every", 1)
         _check_ownership(layout)
@@ -99,7 +102,7 @@ class StagedBackbone(nn.Module):
 
     def units(self) -> list[Unit]:
         """(stage, function) in execution order; the first takes the uint8 input, the last pools."""
-        units = self.layout.units(self.net)
+        units = _tapped(self.layout.units(self.net), self.taps)
         s0, first = units[0]
         last = self.num_stages - 1
         return [(s0, lambda x: first(self._prepare(x))), *units[1:], (last, self._pool)]
@@ -137,6 +140,17 @@ class StagedBackbone(nn.Module):
         for s, f in trainable:
             by_stage.setdefault(s, []).append(f)
         return list(by_stage.values())
+
+
+def _tapped(units: list[Unit], taps: dict[int, list[Callable]]) -> list[Unit]:
+    """The last unit of each tapped stage followed by its taps."""
+    last = {s: i for i, (s, _) in enumerate(units)}
+    out = list(units)
+    for s, fs in taps.items():
+        if fs and s in last:
+            i = last[s]
+            out[i] = (s, run_all([units[i][1], *fs]))
+    return out
 
 
 def _parameters(owned: list) -> list[nn.Parameter]:

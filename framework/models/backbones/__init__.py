@@ -5,18 +5,20 @@ a Family subclass and one entry in FAMILIES.
 - torchvision_convnext: convnext_tiny/small/base/large
 - video3d: r3d_18, mc3_18, r2plus1d_18, s3d, mvit_v2_s, swin3d_t
 - timm_models: timm:<any timm model giving per-image features>
+- fusion3d: the Variational DropPath template (S / ST / S+ST units) and its fixed sub-networks
 """
 from __future__ import annotations
 
 import difflib
 
 from .base import Family
+from .fusion3d import Fusion3D
 from .timm_models import Timm
 from .torchvision_convnext import TorchvisionConvNeXt
 from .torchvision_resnet import TorchvisionResNet
 from .video3d import Video3D
 
-FAMILIES: tuple[Family, ...] = (TorchvisionResNet(), TorchvisionConvNeXt(), Video3D(), Timm())
+FAMILIES: tuple[Family, ...] = (TorchvisionResNet(), TorchvisionConvNeXt(), Video3D(), Fusion3D(), Timm())
 
 
 def find(name: str) -> Family:
@@ -39,6 +41,7 @@ def check_config(m) -> None:
     from ...config import ConfigError
 
     fam = find(m.backbone)
+    fam.check_kwargs(m.backbone, dict(m.backbone_kwargs))
     stages = fam.stages(m.backbone)
     if m.freeze_stages < 0 or (stages and m.freeze_stages > stages[0]):
         top = f"{stages[0]} (the whole backbone), counting {stages[1]}" if stages else "the number of stages"

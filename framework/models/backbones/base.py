@@ -47,6 +47,10 @@ class Family:
         """The constructor argument that sets the drop-path (stochastic depth) rate, None if there is none."""
         return None
 
+    def check_kwargs(self, name: str, kwargs: dict) -> None:
+        """One-line ConfigErrors for model.backbone_kwargs this family can check before building."""
+        return None
+
     def create(self, name: str, kwargs: dict) -> Created:
         raise NotImplementedError
 
