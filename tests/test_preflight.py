@@ -23,7 +23,7 @@ from tests.conftest import tiny_overrides
                                                            "not a torchvision weights name"),
     ("trainer.resume=/nonexistent/step00000010", "trainer.resume=/nonexistent/step00000010: no such checkpoint folder"),
     # before, an unknown experiment trained the default config
-    ("experiment=nope", "In 'config': Could not find 'experiment/nope' (choose one of demo, demo_frame_only)"),
+    ("experiment=nope", "In 'config': Could not find 'experiment/nope' (choose one of demo, demo_frame_only, tal)"),
 ])
 def test_a_wrong_path_or_name_is_one_line_before_anything_starts(tiny_data, tmp_path, capsys, override, message):
     assert cli.main(["--nproc=2", *tiny_overrides(tiny_data, tmp_path / "run", override)]) == 2

@@ -217,23 +217,22 @@ def test_sp2_relay_across_the_node_boundary_is_exact(slurm, sp2_run, whole_seque
 
 
 def test_sweep_runs_as_an_array_and_reports_each_outcome(slurm, tiny_data, tmp_path):
-    """`data.root=<ok>,<missing>` is a 2-element array job: one run finishes, the other cannot find its data on
-    the cluster and --wait prints that job's own error line, which is final (no requeue). The resource
-    options reach SLURM."""
-    missing = tmp_path / "missing"
+    """`trainer.lr=<ok>,<huge>` is a 2-element array job: one run finishes, the other's loss turns non-finite
+    on the cluster (a failure no check before submission can see) and --wait prints that job's own error line,
+    which is final (no requeue). The resource options reach SLURM."""
+    overrides = [o if o != "trainer.lr=0.0003" else "trainer.lr=0.0003,1e38"
+                 for o in tiny_overrides(tiny_data, tmp_path / "sweep", "trainer.max_steps=3", "trainer.eval=false")]
     proc = launch(slurm, "--nproc=1", "--partition=debug", "--time=7", "--mem-gb=1", "--cpus-per-task=1",
-                  "--constraint=cpu", "--sbatch", "comment=vt-test",
-                  *tiny_overrides(f"{tiny_data},{missing}", tmp_path / "sweep", "trainer.max_steps=3",
-                                  "trainer.eval=false"))
+                  "--constraint=cpu", "--sbatch", "comment=vt-test", *overrides)
     out = finish(proc)
     assert proc.returncode == 1, out[-3000:]
     array = re.search(r"submitted SLURM job (\d+)_0 ", out).group(1)
     assert f"job {array}_0 finished at step 3 after 0 requeue(s): {tmp_path / 'sweep' / '0'}" in out
-    assert (f"job {array}_1 failed: framework.data.manifest.ManifestError: no manifest.json in {missing} "
-            "(build shards with `vt-prep shards`)") in out
+    assert f"job {array}_1 failed: RuntimeError: vt-train exited with status 1" in out
     assert "full log:" in out
-    assert ("vt-job: not requeuing: the run failed on task 0: framework.data.manifest.ManifestError"
-            in task_log(tmp_path / "sweep", f"{array}_1", 0))
+    log = task_log(tmp_path / "sweep", f"{array}_1", 0)
+    assert "vt-train: stopped: non-finite loss or gradient norm at step 2" in log
+    assert "vt-job: not requeuing: the run failed on task 0: RuntimeError" in log
     job = slurm.run(["scontrol", "show", "job", f"{array}_1"])
     for field in ("Partition=debug", "TimeLimit=00:07:00", "NumTasks=1", "CPUs/Task=1", "MinMemoryNode=1G",
                   "Features=cpu", "Comment=vt-test"):

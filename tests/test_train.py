@@ -110,7 +110,7 @@ def test_vt_eval_reproduces_the_runs_own_evaluation(trained):
     proc = subprocess.run([sys.executable, "-m", "framework.eval", str(run_dir), "--tag", "step00000040",
                            "data.num_workers=1"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    printed = json.loads(proc.stdout[proc.stdout.rindex("{\n"):])
+    printed = json.loads(proc.stdout[proc.stdout.index("{\n"):])  # the report is the last thing printed
     assert printed == json.loads((run_dir / "eval.json").read_text())
 
 
