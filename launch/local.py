@@ -17,13 +17,12 @@ def local_env(nproc: int, environ=os.environ) -> dict:
     return env
 
 
-def has_gpu() -> bool:
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except ImportError:
+def has_gpu(environ=os.environ) -> bool:
+    """Whether this machine has a visible CUDA (or ROCm) device, without importing torch (seconds on every
+    launch): the driver's device node, unless CUDA_VISIBLE_DEVICES hides every device."""
+    if environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
         return False
+    return any(os.path.exists(node) for node in ("/dev/nvidiactl", "/dev/kfd"))
 
 
 def torchrun_command(nproc: int, overrides: list[str]) -> list[str]:

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from .pairs import DEFAULT_STYLES
+# the appearance transforms of the dynamic pairs (framework/analysis/pairs.py): here, so that the config needs no torch
+DEFAULT_STYLES = ("invert", "channels", "sepia", "cartoon", "canvas")
 
 
 def _require(ok: bool, msg: str) -> None:

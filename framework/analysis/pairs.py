@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from .estimator import DYNAMIC, STATIC
 
-DEFAULT_STYLES = ("invert", "channels", "sepia", "cartoon", "canvas")
+from .config import DEFAULT_STYLES  # noqa: F401 (the names the config lists)
 _LUMA = torch.tensor([0.299, 0.587, 0.114])
 
 
