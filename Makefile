@@ -37,7 +37,7 @@ demo: $(STAMP) data/demo/manifest.json
 
 # 2 workers, a file each at a time (tests/conftest.py orders the files, longest first)
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder tests
 
 bench: $(STAMP) data/demo/manifest.json
 	$(BIN)/python -m bench.step_time --out docs/BENCHMARKS.md
