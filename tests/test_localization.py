@@ -44,6 +44,18 @@ def test_window_segments_cut_to_the_window_and_drop_mostly_outside_ones():
     assert out.tolist() == [[4, 8, 1], [18, 19, 2]]
 
 
+def test_a_batch_of_padding_lanes_has_a_zero_loss_that_backpropagates():
+    """A rank whose lanes are all padding (past the end of the data): loss 0, attached to the graph (the
+    engine's backward refuses a loss without a gradient), zero gradients."""
+    from tests.relay_check import localization_task
+
+    task, _ = localization_task()
+    outputs = torch.randn(2, 12, 1, len(task.classes) + 2, requires_grad=True)
+    loss = task.loss(outputs, torch.zeros(2, 8, 3, dtype=torch.long))  # column 2 (valid) is 0 everywhere
+    loss.backward()
+    assert loss.item() == 0 and loss.requires_grad and torch.equal(outputs.grad, torch.zeros_like(outputs))
+
+
 def test_losses_by_hand():
     # focal: a confident right answer costs almost nothing, a confident wrong one a lot; α weighs positives
     right = sigmoid_focal_loss(torch.tensor([4.0]), torch.tensor([1.0]))
