@@ -65,8 +65,8 @@ def test_a_3d_model_that_learned_the_motion_task_is_dynamic_biased_at_its_last_s
 def test_static_dropout_moves_the_motion_model_toward_dynamic_where_it_was_static_biased(directions):
     """Compared with the same run (seed, data, steps) without StaticDropout, at each stage it drops channels of
     where the plain model is static-biased (here the penultimate one). At the last stage the plain model is
-    already dynamic-biased with one or two static channels left: there StaticDropout raised the lean on two
-    seeds of three and lowered it on the third (docs/ANALYSIS.md), so that is not asserted."""
+    already dynamic-biased, with one or two static channels left after step 50: there StaticDropout lowered
+    the lean on the held-out clips on all three seeds (by 0.03 to 0.21, docs/ANALYSIS.md): not asserted."""
     plain, dropped = models(directions)["3d_motion"], models(directions)["3d_motion_static_dropout"]
     measured = dropped["static_dropout"]  # every re-measurement: the static channels of each stage it drops
     static_biased = [stage for stage in measured[0]["layers"] if lean(plain["layers"][stage]) < 0]
@@ -87,19 +87,29 @@ def st_lead(layer: dict) -> float:
     return layer["keep_temporal"] - layer["keep_spatial"]
 
 
-def test_on_the_motion_task_st_is_favoured_in_the_higher_layers_and_kept_by_the_best_sub_network(directions):
+# The template's three gated layers run at 12², 6² and 3² (24² clips). The motion task's loss moves the rates of
+# the lower two; the top layer's stay near where the KL term alone takes them on both tasks (p ≈ 0.4–0.5) and
+# its ST lead on motion was +0.21 and +0.22 on seeds 1 and 2 but +0.06 and −0.01 in two runs of seed 0 (the
+# same seed does not give bitwise the same rates here): only the lower two are asserted (docs/ANALYSIS.md).
+DECIDED = (0, 1)
+
+
+def test_on_the_motion_task_st_is_favoured_below_the_top_layer_and_kept_by_the_best_sub_network(directions):
     t = fusion_task(directions, "motion")
-    higher = t["layers"][1:]  # the upper two of the three gated layers
-    for layer in higher:
-        assert st_lead(layer) > 0.05 and layer["marginals"]["ST"] > layer["marginals"]["S"], layer
-    assert all(unit in ("ST", "S+ST") for unit in t["best"]["architecture"][1:]), t["best"]
+    for i in DECIDED:
+        layer = t["layers"][i]
+        assert st_lead(layer) > 0.1 and layer["marginals"]["ST"] > layer["marginals"]["S"], layer
+    assert t["best"]["architecture"][DECIDED[-1]] in ("ST", "S+ST"), t["best"]
     assert t["fixed"]["ST"] >= 0.9 and t["fixed"]["S"] <= 0.7, t["fixed"]  # S-only cannot see the order
 
 
 def test_on_the_appearance_task_the_s_branches_gain_relative_to_the_motion_task(directions):
+    """Relative, not absolute: the ST branch (3×1×1) can do all the S branch (1×1×1) does, so on appearance
+    it keeps a lead too, only a smaller one (docs/ANALYSIS.md)."""
     motion, appearance = fusion_task(directions, "motion"), fusion_task(directions, "appearance")
     assert appearance["template_top1"] >= 0.9 and appearance["fixed"]["S"] >= 0.9, appearance["fixed"]
-    for m, a in zip(motion["layers"], appearance["layers"]):
+    for i in DECIDED:
+        m, a = motion["layers"][i], appearance["layers"][i]
         assert st_lead(a) < st_lead(m), (m, a)
 
 
