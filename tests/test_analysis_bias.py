@@ -7,7 +7,7 @@ import torch
 
 from framework.analysis import estimator as est
 from framework.analysis.features import clip_layer_features, recording
-from framework.analysis.pairs import STYLES, PairSpec, apply_style, make_pair
+from framework.analysis.pairs import STYLES, PairSpec, apply_style, make_pair, pair_factors
 from framework.analysis.static_dropout import drop_channels
 from framework.config import CheckpointingConfig, ModelConfig
 from framework.models import build_model
@@ -116,12 +116,12 @@ def test_every_style_is_a_function_of_one_frame_and_changes_the_appearance(style
     assert change == 0 if style == "none" else change > 10
 
 
-def test_pairs_alternate_factors_dynamic_pairs_keep_the_frames_static_pairs_shuffle_them():
+def test_dynamic_pairs_keep_the_frames_static_pairs_shuffle_them():
     x, spec = clip(T=8), PairSpec()
     styled = {s: apply_style(s, x) for s in spec.styles}
-    for i in range(8):
-        a, b, factor = make_pair(x, i, spec)
-        assert factor == i % 2
+    for i, f in enumerate(pair_factors(8, spec.seed)):
+        a, b, factor = make_pair(x, i, int(f), spec)
+        assert factor == f
         s1 = next(s for s, v in styled.items() if torch.equal(a, v))
         if factor == est.DYNAMIC:  # the same frames, another style
             s2 = next(s for s, v in styled.items() if torch.equal(b, v))
@@ -129,8 +129,23 @@ def test_pairs_alternate_factors_dynamic_pairs_keep_the_frames_static_pairs_shuf
         else:  # the same styled frames, all of them, in another order
             assert not torch.equal(a, b)
             assert sorted(map(bytes, b.numpy())) == sorted(map(bytes, a.numpy()))
-        again = make_pair(x, i, spec)
+        again = make_pair(x, i, int(f), spec)
         assert torch.equal(again[0], a) and torch.equal(again[1], b)  # a function of (seed, index)
+
+
+@pytest.mark.parametrize("pairs", [4, 9, 64, 256])
+def test_pair_factors_are_balanced_and_do_not_follow_the_order_of_the_clips(pairs):
+    """Clips come in the split's order, and a split's videos may alternate their classes (the synthetic action
+    clips do): each factor must get both classes, or the estimator credits the class to neither factor."""
+    f = pair_factors(pairs, seed=0)
+    assert (f == est.DYNAMIC).sum() == -(-pairs // 2) and (f == est.STATIC).sum() == pairs // 2
+    assert np.array_equal(f, pair_factors(pairs, seed=0))
+    if pairs < 64:
+        return
+    assert not np.array_equal(f, pair_factors(pairs, seed=1))
+    label = np.arange(pairs) % 2  # the class of the clip pair i is made from, on such a split
+    for factor in (est.DYNAMIC, est.STATIC):
+        assert 0.3 <= label[f == factor].mean() <= 0.7
 
 
 # -- features ------------------------------------------------------------------------------------------------

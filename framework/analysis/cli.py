@@ -50,15 +50,16 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-mlflow", action="store_true", help="do not log to the run's MLflow run")
 
 
-def load(run_dir: Path, tag, overrides):
-    """(cfg, tag, model in eval mode, device): the run's checkpoint through DeepSpeed's loader."""
+def load(run_dir: Path, tag, overrides, split, prog: str):
+    """(cfg, tag, split, tasks, model in eval mode, device): the run folder, its checkpoint and split checked as
+    vt-eval / vt-infer check them (framework/infer.py), the model through DeepSpeed's loader."""
     from ..env import detect, init_distributed
     from ..infer import inference_tasks, load_model, resolve
 
-    cfg, tag = resolve(run_dir, tag, overrides)
+    cfg, tag, split = resolve(run_dir, tag, overrides, split, prog=prog)
     device = init_distributed(detect())
     tasks = inference_tasks(cfg)
-    return cfg, tag, tasks, load_model(cfg, run_dir, tag, tasks.out_dim).eval(), device
+    return cfg, tag, split, tasks, load_model(cfg, run_dir, tag, tasks.out_dim).eval(), device
 
 
 def log_to_run(cfg, metrics: dict, out: Path, artifact_path: str, tags: dict) -> None:
@@ -76,8 +77,7 @@ def run_bias(a, overrides) -> int:
     from .features import check_layers, is_channels_last
     from .pairs import PairSource, PairSpec
 
-    cfg, tag, _, model, device = load(a.run_dir, a.tag, overrides)
-    split = a.split or cfg.data.eval_split
+    cfg, tag, split, _, model, device = load(a.run_dir, a.tag, overrides, a.split, "vt-probe bias")
     layers = check_layers(model.backbone, a.layers)
     d = cfg.data
     source = PairSource(d.root, split, cfg.model.clip_len or d.seq_len, a.pairs, d.batch_size,
@@ -98,10 +98,11 @@ def run_fusion(a, overrides) -> int:
     from . import fusion
     from ..data.manifest import Manifest
 
-    cfg, tag, tasks, model, device = load(a.run_dir, a.tag, overrides)
+    cfg, tag, split, tasks, model, device = load(a.run_dir, a.tag, overrides, a.split, "vt-probe fusion")
     fusion.require_template(model)
-    splits = {v.split for v in Manifest.load(Path(cfg.data.root)).videos}
-    split = a.split or (cfg.data.val_split if cfg.data.val_split in splits else cfg.data.eval_split)
+    if a.split is None:  # the val split when the data has one, else the eval split resolve() checked
+        splits = {v.split for v in Manifest.load(Path(cfg.data.root)).videos}
+        split = cfg.data.val_split if cfg.data.val_split in splits else split
     report = fusion.analyse(model, cfg, tasks, split, a.samples, a.seed, device, progress=True)
     report.update(checkpoint=tag, run_dir=str(a.run_dir))
     out = a.out or a.run_dir / "fusion" / f"{split}-{tag}"
@@ -115,14 +116,17 @@ def run_fusion(a, overrides) -> int:
 
 def main(command: str, argv: list[str]) -> int:
     from ..config import ConfigError
-
     from ..env import shutdown
+    from ..infer import UsageError
 
     parser = bias_parser() if command == "bias" else fusion_parser()
     a, overrides = parser.parse_known_args(argv)
     try:
         return (run_bias if command == "bias" else run_fusion)(a, overrides)
-    except (ConfigError, ValueError, FileNotFoundError) as e:  # user mistakes: a folder, a split, a layer
+    except UsageError as e:  # the run folder, its config, checkpoint or split (as vt-eval says it)
+        print(f"{e.kind}: {e}", file=sys.stderr)
+        return 2
+    except (ConfigError, ValueError, FileNotFoundError) as e:  # a layer, a style, a non-template (and CheckpointError)
         print(f"vt-probe {command}: error: {e}", file=sys.stderr)
         return 2
     finally:

@@ -16,9 +16,12 @@ not available offline. These deterministic appearance transforms stand in for it
   canvas    — the frame multiplied by a fixed woven texture (the same texture on every frame of every clip);
   none      — the frame as it is (not a default style: the reference never compares an unstylised clip).
 Every transform is a function of one frame alone, so a clip is transformed consistently over time and the
-motion is kept. Pair i alternates the factor (0, 1, 0, ...: the reference's VOS loader; its action loader
-draws each factor at random) and draws its styles and permutation from (seed, i) only: the same split, clip
-length, seed and count always give the same pairs, however they are batched.
+motion is kept. The factors of the N pairs are drawn at random, as the reference's action loader draws each
+one, but balanced (a random order of N/2 dynamic and N/2 static: `pair_factors`), not alternated 0, 1, 0, ... as
+its VOS loader does: the clips come in the split's order, and on a split whose videos alternate their classes
+alternation gives every dynamic pair one class and every static pair the other, which the estimator then reads
+as neither factor. Pair i draws its styles and permutation from (seed, i) only: the same split, clip length,
+seed and count always give the same pairs, however they are batched.
 """
 from __future__ import annotations
 
@@ -95,10 +98,15 @@ class PairSpec:
     seed: int = 0
 
 
-def make_pair(clip: torch.Tensor, index: int, spec: PairSpec) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """One clip [T, H, W, 3] uint8 → (clip 1, clip 2, factor) of pair number `index`."""
+def pair_factors(pairs: int, seed: int) -> np.ndarray:
+    """The factor of each of `pairs` pairs: ⌈N/2⌉ dynamic and ⌊N/2⌋ static in a random order drawn from the seed."""
+    factors = np.where(np.arange(pairs) % 2 == 0, DYNAMIC, STATIC)
+    return np.random.default_rng([seed, pairs, 1]).permutation(factors)  # a stream no pair's (seed, i) draws from
+
+
+def make_pair(clip: torch.Tensor, index: int, factor: int, spec: PairSpec) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """One clip [T, H, W, 3] uint8 → (clip 1, clip 2, factor) of pair number `index` of the given factor."""
     rng = np.random.default_rng([spec.seed, index])
-    factor = DYNAMIC if index % 2 == 0 else STATIC
     k = len(spec.styles)
     s1 = int(rng.integers(k))
     a = apply_style(spec.styles[s1], clip)
@@ -120,6 +128,7 @@ class PairSource:
             raise ValueError(f"pairs={pairs}: the estimator needs at least 4 pairs (2 of each factor)")
         check_styles(spec.styles)
         self.spec, self.pairs, self.clip_len = spec, pairs, clip_len
+        self.factors = pair_factors(pairs, spec.seed)
         probe = SequenceLoader(root, split, 0, 1, batch_size, clip_len, shuffle=False, sampling="views", stride=stride)
         if not probe.videos:
             raise ValueError(f"split {split!r} has no videos")
@@ -140,7 +149,7 @@ class PairSource:
                     break
                 if batch.video[lane] < 0 or not bool(batch.valid[lane].all()):  # padding, or a short video
                     continue
-                x, y, factor = make_pair(batch.frames[lane], index, self.spec)
+                x, y, factor = make_pair(batch.frames[lane], index, int(self.factors[index]), self.spec)
                 a.append(x), b.append(y), f.append(factor)
                 index += 1
             if a:
