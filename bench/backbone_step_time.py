@@ -2,7 +2,7 @@
 two loops (same batches from the demo shards, same optimizer and schedule, one process), for one 2D and one 3D
 backbone. The ratio is what the framework's machinery costs around a heavier backbone.
 
-    python -m bench.backbone_step_time [--backbones convnext_tiny mc3_18] [--steps 10] [--out docs/BENCHMARKS.md]
+    python -m bench.backbone_step_time [--backbones convnext_tiny mc3_18] [--steps 12] [--out docs/BENCHMARKS.md]
 
 mc3_18 is the 3D backbone with temporal stride 1, so it trains on the demo's per-frame phase labels; each
 sequence of 8 frames is one clip.
@@ -16,21 +16,18 @@ from pathlib import Path
 
 import torch
 
-from bench.step_time import batches, framework_step_time, plain_step_time
+from bench.step_time import batches, framework_step, interleaved, plain_step
 
 
-def measure(backbone: str, steps: int, warmup: int, threads: int, rounds: int) -> dict:
+def measure(backbone: str, steps: int, warmup: int, threads: int) -> dict:
     from framework.config import load_config
 
     cfg, _ = load_config(["experiment=demo", f"model.backbone={backbone}"])
     data = batches(cfg, steps + warmup)
-    times = {"plain": [], "framework": []}
     load = os.getloadavg()[0]
-    for _ in range(rounds):  # alternate, so neither loop always gets the warmer (or quieter) machine
-        for name, fn in (("framework", framework_step_time), ("plain", plain_step_time)):
-            torch.set_num_threads(threads)
-            times[name].append(fn(cfg, data, warmup))
-    plain, ours = min(times["plain"]), min(times["framework"])
+    torch.set_num_threads(threads)
+    medians = interleaved({"framework": framework_step(cfg), "plain": plain_step(cfg)}, data, warmup)
+    plain, ours = medians["plain"], medians["framework"]
     return {"backbone": backbone, "frames_per_step": cfg.data.batch_size * cfg.data.seq_len,
             "size": data[0].frames.shape[2], "plain_pytorch_s": round(plain, 4), "framework_s": round(ours, 4),
             "ratio": round(ours / plain, 3), "load_average": [round(load, 1), round(os.getloadavg()[0], 1)]}
@@ -42,14 +39,13 @@ def main() -> None:
 
     p = argparse.ArgumentParser()
     p.add_argument("--backbones", nargs="+", default=["convnext_tiny", "mc3_18"])
-    p.add_argument("--steps", type=int, default=6)
+    p.add_argument("--steps", type=int, default=12)
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=4, help="alternating rounds; the best of each loop counts")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
     threads = int(os.environ.get("BENCH_THREADS", os.cpu_count()))
     init_distributed(detect())  # before timing anything: DeepSpeed's CPU set-up changes torch's thread count
-    rows = [measure(b, a.steps, a.warmup, threads, a.rounds) for b in a.backbones]
+    rows = [measure(b, a.steps, a.warmup, threads) for b in a.backbones]
     for r in rows:
         print(json.dumps({"benchmark": "backbone_step_time", "machine": machine(), "threads": threads, **r}))
     if a.out:
@@ -59,8 +55,8 @@ def main() -> None:
         write_section(a.out, "step_time_backbones", f"""
 ## Training step time with other backbones (`python -m bench.backbone_step_time`)
 Machine: {machine()}, {threads} threads, one process. The two loops of `bench.step_time` (demo batches
-preloaded, AdamW + warmup/cosine + clipping, LSTM head, GN policy) with a 2D and a 3D backbone; mean of
-{a.steps} steps after {a.warmup} warm-up steps, best of {a.rounds} alternating rounds. mc3_18 sees each 8-frame
+preloaded, AdamW + warmup/cosine + clipping, LSTM head, GN policy) with a 2D and a 3D backbone; median of
+{a.steps} steps after {a.warmup} warm-up steps, the two loops taking turns step by step. mc3_18 sees each 8-frame
 sequence as one clip. The machine was shared: the last column is the 1-minute load average at the start and the
 end; bursts of other jobs move single runs a lot: re-run on a quiet machine for a figure to quote.
 

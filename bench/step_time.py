@@ -137,10 +137,6 @@ run only for sp>1). Measured under load: `uptime` {load}.
 """)
 
 
-if __name__ == "__main__":
-    main()
-
-
 def nonfinite_cost(a) -> None:
     """The framework loop with each trainer.nonfinite mode, the loops taking turns step by step."""
     import copy
@@ -175,3 +171,7 @@ without framework/nonfinite.py; median of {a.steps} steps after {a.warmup} warm-
 Per step the check reads nothing on the host: it keeps the gradient norm DeepSpeed's clipping computes, turns it
 into a device flag for the fused optimizer, and the flags travel with the logging window.
 """)
+
+
+if __name__ == "__main__":
+    main()

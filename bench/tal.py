@@ -15,6 +15,7 @@ set above the state before the step, with a fixed mmap threshold so that freed t
 from __future__ import annotations
 
 import argparse
+import re
 import json
 import os
 import subprocess
@@ -148,7 +149,7 @@ def arms(steps: int) -> dict[str, dict]:
 
 
 def run_arm(name: str, arm: dict, root: Path, weights: Path, work: Path, steps: int) -> dict:
-    run = work / name.split(",")[0].replace(" ", "_").replace("+", "and")
+    run = work / re.sub(r"[^A-Za-z0-9]+", "_", name.replace("+", "and")).strip("_")  # one folder per arm
     if not (run / "done.json").is_file():
         start = time.time()
         launch([f"data.root={root}", f"run_dir={run}", "experiment=tal", f"model.pretrained={weights}",
