@@ -19,37 +19,37 @@ def _stacked(ax, names: list[str], parts: dict[str, list[float]], colours: dict[
         bottom += np.asarray(values, float)
 
 
+def _layer_bars(names: list[str], parts: dict[str, list[float]], top: float, ylabel: str, title: str):
+    """One stacked bar of factor shares per layer (the bias reports' figure)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2.5, 3.6))
+    _stacked(ax, names, parts, FACTOR_COLOURS)
+    ax.set_ylim(0, top)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig, ax
+
+
 def bias_layers(report: dict, path: Path) -> Path:
     """Per layer: the dynamic / static / residual shares (the reference's percentages), raw scores on top."""
-    plt = _pyplot()
     layers = report["layers"]
     names = list(layers)
-    fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2.5, 3.6))
-    _stacked(ax, names, {k: [layers[n]["percent"][k] for n in names] for k in ("dynamic", "static", "residual")},
-             FACTOR_COLOURS)
+    shares = {k: [layers[n]["percent"][k] for n in names] for k in ("dynamic", "static", "residual")}
+    fig, ax = _layer_bars(names, shares, 112, "% of the layer's dimensions", "static vs dynamic (raw s_dyn/s_stat above the bars)")
     for i, n in enumerate(names):
         s = layers[n]["scores"]
         ax.text(i, 101, f"{s['dynamic']:.2f}/{s['static']:.2f}", ha="center", va="bottom", fontsize=7)
-    ax.set_ylim(0, 112)
-    ax.set_ylabel("% of the layer's dimensions")
-    ax.set_title("static vs dynamic (raw s_dyn/s_stat above the bars)", fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
     return _save(fig, path)
 
 
 def bias_units(report: dict, path: Path) -> Path:
     """Per layer: the fractions of channels labelled dynamic / static / joint / residual / undecided."""
-    plt = _pyplot()
     layers = report["layers"]
     names = list(layers)
-    fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2.5, 3.6))
-    _stacked(ax, names, {k: [layers[n]["unit_percent"][k] for n in names] for k in FACTOR_COLOURS}, FACTOR_COLOURS)
-    ax.set_ylim(0, 100)
-    ax.set_ylabel("% of channels")
-    ax.set_title(f"unit labels (threshold {report['threshold']})", fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    fig, _ = _layer_bars(names, {k: [layers[n]["unit_percent"][k] for n in names] for k in FACTOR_COLOURS}, 100,
+                         "% of channels", f"unit labels (threshold {report['threshold']})")
     return _save(fig, path)
 
 
