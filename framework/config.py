@@ -116,7 +116,7 @@ class ModelConfig:
 
         check_config(self)
         _require(self.head in HEADS, f"model.head={self.head!r}: choose one of {list(HEADS)}")
-        from .models.norm import LEAK_EXPLANATION, POLICIES
+        from .models.norm_names import LEAK_EXPLANATION, POLICIES
 
         _require(self.norm in POLICIES, f"model.norm={self.norm!r}: choose one of {list(POLICIES)}")
         _require(self.norm != "bn" or self.allow_batchnorm, f"model.norm=bn: {LEAK_EXPLANATION}")

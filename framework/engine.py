@@ -41,8 +41,9 @@ def warmup_cosine(optimizer, warmup: int, total: int) -> torch.optim.lr_schedule
 
 
 def build_engine(model: torch.nn.Module, cfg):
-    import deepspeed
+    from .env import import_deepspeed
 
+    deepspeed = import_deepspeed()
     optimizer = make_optimizer(model, cfg.trainer)
     # the schedule advances once per optimizer step; trainer.max_steps counts batches
     accum = cfg.deepspeed.grad_accum

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 from dataclasses import dataclass
 
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -82,6 +83,20 @@ def check_master(env: DistEnv) -> None:
                                 f"{socket.gethostname()}: {e.strerror or e}") from None
 
 
+def import_deepspeed():
+    """deepspeed, imported without MLflow: DeepSpeed's autotuner imports mlflow if it can (1.3 s of CPU on
+    every rank, for an autotuner the framework does not use). Ranks that track import it themselves."""
+    if "deepspeed" in sys.modules or "mlflow" in sys.modules:
+        import deepspeed
+        return deepspeed
+    sys.modules["mlflow"] = None  # `import mlflow` raises ImportError while this stands
+    try:
+        import deepspeed
+    finally:
+        del sys.modules["mlflow"]
+    return deepspeed
+
+
 def init_distributed(env: DistEnv, shm_allreduce: bool = False, timeout_s: float | None = None) -> str:
     """Start the process group DeepSpeed will use: NCCL with GPUs, gloo on CPU. Returns the device.
     shm_allreduce: on CPU, also start DeepSpeed's shared-memory all-reduce where it can run (grad_reduce).
@@ -89,8 +104,9 @@ def init_distributed(env: DistEnv, shm_allreduce: bool = False, timeout_s: float
     or hangs ends its peers' waits after at most this long (trainer.collective_timeout_s)."""
     from datetime import timedelta
 
-    import deepspeed
     import torch
+
+    deepspeed = import_deepspeed()
 
     from . import grad_reduce
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 
 from framework.tracking.credentials import redact
@@ -25,17 +24,34 @@ def has_gpu(environ=os.environ) -> bool:
     return any(os.path.exists(node) for node in ("/dev/nvidiactl", "/dev/kfd"))
 
 
-def torchrun_command(nproc: int, overrides: list[str]) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-            "-m", "framework.train", *overrides]
+def torchrun_args(nproc: int, overrides: list[str]) -> list[str]:
+    return ["--standalone", f"--nproc_per_node={nproc}", "-m", "framework.train", *overrides]
+
+
+def torchrun(nproc: int, overrides: list[str]) -> int:
+    """torchrun's elastic agent in this process, which has imported torch to check the config already: a
+    `torchrun` process of its own would import it again (seconds of CPU on every launch). The ranks are
+    processes of their own, as under torchrun; their own lines say what failed."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args
+    from torch.distributed.run import run as elastic_run
+
+    try:
+        elastic_run(parse_args(torchrun_args(nproc, overrides)))
+    except ChildFailedError as e:
+        rank, failure = e.get_first_failure()
+        print(f"vt-launch: rank {rank} ended with exit code {failure.exitcode}", file=sys.stderr, flush=True)
+        return 1  # as torchrun's own exit status
+    return 0
 
 
 def run(points, nproc: int) -> int:
     """The runs one after the other (a sweep on one machine); the first failure's status, else 0."""
+    os.environ.update(local_env(nproc))  # the ranks inherit this process's environment
     for point in points:
         if len(points) > 1:
             print(f"== run {point.index + 1}/{len(points)}: {redact(' '.join(point.overrides))}", flush=True)
-        code = subprocess.call(torchrun_command(nproc, point.overrides), env=local_env(nproc))
+        code = torchrun(nproc, point.overrides)
         if code:
             return code
     return 0

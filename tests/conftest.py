@@ -150,9 +150,16 @@ def run_training(overrides: list[str], nproc: int = 2, timeout: int = 300, **pop
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, **popen)
 
 
+# The training machinery's tests (resume, checkpoints, tracking, relay, launchers) run timm's test_resnet
+# (0.5 M parameters, GroupNorm by the norm policy): a step 13× faster than ResNet-18's here and checkpoints 24×
+# smaller, for the same code paths. The backbones' own tests build the real ones.
+TINY_BACKBONE = "timm:test_resnet"
+
+
 def tiny_overrides(data: Path, run_dir: Path, *extra: str) -> list[str]:
-    return [f"data.root={data}", f"run_dir={run_dir}", "name=test", "data.batch_size=2", "data.seq_len=8",
-            "trainer.lr=0.0003", "trainer.warmup_steps=2", "trainer.log_every=1", *extra]
+    return [f"data.root={data}", f"run_dir={run_dir}", "name=test", f"model.backbone={TINY_BACKBONE}",
+            "data.batch_size=2", "data.seq_len=8",
+            "trainer.lr=0.003", "trainer.warmup_steps=2", "trainer.log_every=1", *extra]
 
 
 # sequence parallelism runs compared across layouts (tests/test_sp_train.py, tests/test_slurm.py). SGD: its update

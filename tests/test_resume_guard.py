@@ -17,7 +17,7 @@ def run_copy(trained_run, tmp_path):
 
 
 @pytest.mark.parametrize("nproc, change, listed", [
-    (2, ["trainer.lr=0.001"], "trainer.lr 0.0003 -> 0.001"),  # the restored optimizer would override it
+    (2, ["trainer.lr=0.001"], "trainer.lr 0.003 -> 0.001"),  # the restored optimizer would override it
     (2, ["data.batch_size=4", "model.head=gru"], "data.batch_size 2 -> 4, model.head 'lstm' -> 'gru'"),
     (1, [], "world_size 2 -> 1"),  # the loader positions and carried states belong to a 2-process plan
 ])
@@ -41,7 +41,7 @@ def test_force_restores_what_fits_says_so_and_applies_the_new_settings(run_copy,
                                        "trainer.eval=false", "logging.mlflow.enabled=false"), nproc=1)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (f"resumed from {run_copy / 'checkpoints' / 'step00000040'} at step 40 with trainer.resume=force, "
-            "despite: data.batch_size 2 -> 1, trainer.lr 0.0003 -> 0.001, world_size 2 -> 1; restored: the weights "
+            "despite: data.batch_size 2 -> 1, trainer.lr 0.003 -> 0.001, world_size 2 -> 1; restored: the weights "
             "and the step count, the optimizer state; not restored: the LR schedule state (the new schedule, at "
             "optimizer step 40), the loader positions and carried states (from the start of an epoch), the RNG "
             "states (as seeded)") in proc.stdout

@@ -220,7 +220,7 @@ def test_sweep_runs_as_an_array_and_reports_each_outcome(slurm, tiny_data, tmp_p
     """`trainer.lr=<ok>,<huge>` is a 2-element array job: one run finishes, the other's loss turns non-finite
     on the cluster (a failure no check before submission can see) and --wait prints that job's own error line,
     which is final (no requeue). The resource options reach SLURM."""
-    overrides = [o if o != "trainer.lr=0.0003" else "trainer.lr=0.0003,1e38"
+    overrides = [o if o != "trainer.lr=0.003" else "trainer.lr=0.003,1e38"
                  for o in tiny_overrides(tiny_data, tmp_path / "sweep", "trainer.max_steps=3", "trainer.eval=false")]
     proc = launch(slurm, "--nproc=1", "--partition=debug", "--time=7", "--mem-gb=1", "--cpus-per-task=1",
                   "--constraint=cpu", "--sbatch", "comment=vt-test", *overrides)

@@ -16,13 +16,7 @@ import torch
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-POLICIES = ("bn", "frozen_bn", "gn", "ln", "none")
-
-LEAK_EXPLANATION = (
-    "the model has trainable BatchNorm layers: in training their statistics mix the frames of a batch, so a "
-    "frame's output depends on later frames and on other videos (a leak of future information). Use "
-    "model.norm=gn (GroupNorm), ln (LayerNorm over channels and space), frozen_bn (pretrained statistics, "
-    "frozen) or none, or set model.allow_batchnorm=true if you accept the leak")
+from .norm_names import LEAK_EXPLANATION, POLICIES  # noqa: F401 (re-exported)
 
 _PLAIN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 _NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm, FrozenBatchNorm2d)
