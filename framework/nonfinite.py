@@ -4,7 +4,7 @@ Who decides, per engine configuration:
 - ZeRO 1/2 (fp32 or bf16) and bf16 at ZeRO 0: DeepSpeed's optimizer already checks the global gradient norm
   (it reads it on the host: a sync DeepSpeed pays anyway) and skips the step when it is not finite; the
   engine counts it (`skipped_steps`). We read that host counter after each step: nothing more is synced.
-- ZeRO 0 in fp32 (the default): DeepSpeed checks nothing. The global norm its clipping computes is kept, and
+- ZeRO 0 in fp32 (the default): DeepSpeed checks nothing. The global norm the clipping computes is kept, and
   just before the optimizer runs a device flag `found_inf = !isfinite(norm)` is handed to the fused torch
   optimizer, which then leaves weights and moments untouched on the device (the mechanism torch's GradScaler
   uses). The flags of a logging window travel to the host with the window's losses, in the one transfer the
@@ -41,16 +41,18 @@ class NonFiniteGuard:
 
     # -- per step: nothing synced -----------------------------------------------------------------
     def _install_flag(self) -> None:
-        from deepspeed.runtime.utils import clip_grad_norm_
-
         engine, opt = self.engine, self.engine.basic_optimizer
         if not opt.defaults.get("fused"):
             raise ValueError("the non-finite check at ZeRO 0 needs a fused torch optimizer (engine.make_optimizer)")
         self.found = torch.zeros((), device=next(engine.module.parameters()).device)
 
-        def clip_and_keep_norm():  # DeepSpeed's clip_fp32_gradients, keeping the norm it computes and drops
-            self.norm = clip_grad_norm_(parameters=engine.module.parameters(), max_norm=engine.gradient_clipping(),
-                                        mpu=engine.mpu)
+        def clip_and_keep_norm():
+            """DeepSpeed's clip_fp32_gradients, keeping the norm it drops. torch's foreach clipping, not
+            DeepSpeed's: that one norms each gradient in a Python loop, then all-reduces the norm over the
+            data-parallel group (for MoE models) — at ZeRO 0 every rank holds the reduced gradients already, so
+            every rank computes the same norm, and a one-rank run paid a gloo all-reduce per step."""
+            self.norm = torch.nn.utils.clip_grad_norm_(engine.module.parameters(), engine.gradient_clipping(),
+                                                       foreach=True)
 
         def flag(optimizer, args, kwargs):
             norm = self.norm if self.norm is not None else grad_norm(optimizer)  # no clipping: nothing computed it

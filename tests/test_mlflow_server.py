@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from framework.tracking.server import LocalServer
-from tests.conftest import REPO, run_training, tiny_overrides
+from tests.conftest import PACED, REPO, run_training, tiny_overrides
 
 pytestmark = pytest.mark.mlflow_server
 
@@ -79,7 +79,7 @@ def paused(pid: int):
 def offline_run(server, tiny_data, tmp_path_factory):
     """Phase 1: the server is down for the whole job; then it starts and vt-mlflow-sync delivers."""
     run_dir = tmp_path_factory.mktemp("mlflow_run") / "run"
-    overrides = tiny_overrides(tiny_data, run_dir, f"trainer.max_steps={FIRST_STEPS}", "trainer.eval=false",
+    overrides = tiny_overrides(tiny_data, run_dir, PACED, f"trainer.max_steps={FIRST_STEPS}", "trainer.eval=false",
                                f"logging.mlflow.tracking_uri={server.uri}")
     job = run_training(overrides)
     before_sync = record(run_dir)
@@ -96,7 +96,7 @@ def resumed_run(offline_run, server, tiny_data):
     run_id = record(run_dir)["run_id"]
     # with credentials in the URI, as for a server behind basic auth (this one ignores them): used, not stored
     with_credentials = server.uri.replace("http://", f"http://alice:{SECRET}@")
-    overrides = tiny_overrides(tiny_data, run_dir, f"trainer.max_steps={TOTAL_STEPS}",
+    overrides = tiny_overrides(tiny_data, run_dir, PACED, f"trainer.max_steps={TOTAL_STEPS}",
                                f"logging.mlflow.tracking_uri={with_credentials}")
     cmd = [sys.executable, "-m", "launch.local", "--nproc=2", *overrides]
     with open(run_dir.parent / "resumed.log", "w") as log:

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO, SP_TOLERANCE, final_weights, global_relative_difference, sp_overrides, tiny_overrides
+from tests.conftest import (PACED, REPO, SP_TOLERANCE, final_weights, global_relative_difference, sp_overrides,
+                            tiny_overrides)
 from tests.slurm_cluster import Cluster, ClusterUnavailable
 
 pytestmark = pytest.mark.slurm
@@ -59,7 +60,7 @@ def task_log(run_dir: Path, job: str, task: int, stream: str = "out") -> str:
 
 
 def dp_overrides(data: Path, run_dir: Path, *extra: str) -> list[str]:
-    return tiny_overrides(data, run_dir, f"trainer.max_steps={STEPS}", "trainer.checkpoint_every=1000",
+    return tiny_overrides(data, run_dir, PACED, f"trainer.max_steps={STEPS}", "trainer.checkpoint_every=1000",
                           "trainer.eval=false", *extra)
 
 
@@ -175,8 +176,9 @@ def test_a_rank_killed_on_one_node_stops_the_job_which_resumes_from_its_last_che
     trainer.collective_timeout_s); the step ends, the log names the dead task, and the job requeues itself
     from its last checkpoint and ends with the uninterrupted run's weights."""
     run_dir = tmp_path / "killed"
-    proc = launch(slurm, *tiny_overrides(tiny_data, run_dir, f"trainer.max_steps={STEPS}", "trainer.checkpoint_every=5",
-                                         "trainer.eval=false", f"trainer.collective_timeout_s={TIMEOUT_S}"), nodes=2)
+    proc = launch(slurm, *tiny_overrides(tiny_data, run_dir, PACED, f"trainer.max_steps={STEPS}",
+                                         "trainer.checkpoint_every=5", "trainer.eval=false",
+                                         f"trainer.collective_timeout_s={TIMEOUT_S}"), nodes=2)
     latest = run_dir / "checkpoints" / "latest"
     deadline = time.time() + 180
     while not (latest.is_file() and latest.read_text().strip() >= "step00000010") or task_pid(run_dir, 1) is None:
