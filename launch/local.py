@@ -32,6 +32,7 @@ def torchrun(nproc: int, overrides: list[str]) -> int:
     """torchrun's elastic agent in this process, which has imported torch to check the config already: a
     `torchrun` process of its own would import it again (seconds of CPU on every launch). The ranks are
     processes of their own, as under torchrun; their own lines say what failed."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args
     from torch.distributed.run import run as elastic_run
@@ -42,6 +43,9 @@ def torchrun(nproc: int, overrides: list[str]) -> int:
         rank, failure = e.get_first_failure()
         print(f"vt-launch: rank {rank} ended with exit code {failure.exitcode}", file=sys.stderr, flush=True)
         return 1  # as torchrun's own exit status
+    except SignalException as e:  # Ctrl-C or a scheduler's SIGTERM: the agent has stopped the ranks
+        print(f"vt-launch: stopped by {e.sigval.name}; the ranks were stopped", file=sys.stderr, flush=True)
+        return 128 + int(e.sigval)
     return 0
 
 

@@ -1,9 +1,11 @@
-"""vt-launch's command line: sweeps, option checks, sbatch parameters (the submissions themselves: test_slurm.py)."""
+"""vt-launch: sweeps, option checks, sbatch parameters, how a local run reports a failed rank (the SLURM
+submissions themselves: test_slurm.py)."""
 import pytest
 
 from framework.config import ConfigError
 from launch import cli, sweep
 from launch.slurm import SlurmOptions, error_text, executor_parameters, teardown
+from tests.conftest import run_training, tiny_overrides
 
 
 def test_sweep_gives_every_combination_its_own_run_folder():
@@ -85,3 +87,14 @@ def test_swept_folders_replace_a_given_run_dir():
     assert [p.overrides for p in points] == [
         ["trainer.lr=0.001", "run_dir=/x/y/0", "logging.mlflow.run_name=default-0"],
         ["trainer.lr=0.0003", "run_dir=/x/y/1", "logging.mlflow.run_name=default-1"]]
+
+
+def test_a_failed_local_run_says_which_rank_ended_and_no_launcher_traceback(tiny_data, tmp_path):
+    """vt-launch runs torchrun's agent in its own process: a rank's failure is the rank's own line, then one
+    line of the launcher's, status 1 (as torchrun's)."""
+    proc = run_training(tiny_overrides(tiny_data, tmp_path / "run", "trainer.lr=1e38", "trainer.max_steps=4",
+                                       "trainer.eval=false", "logging.mlflow.enabled=false"), nproc=1)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "vt-train: stopped: non-finite loss or gradient norm at step" in proc.stderr
+    assert "vt-launch: rank 0 ended with exit code 1" in proc.stderr
+    assert "Traceback" not in proc.stderr and "ChildFailedError" not in proc.stderr, proc.stderr[-3000:]
