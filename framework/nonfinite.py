@@ -33,6 +33,8 @@ class NonFiniteGuard:
         self.pending: list[tuple[int, torch.Tensor | bool]] = []  # (step, device flag or host verdict), unread
         self.own = not (engine.bfloat16_enabled() or engine.fp16_enabled() or engine.zero_optimization())
         self.norm = None
+        if self.own:
+            self._install_clipping()  # in every mode: `off` differs from the others by the check alone
         if mode == "off":
             return
         if self.own:
@@ -40,11 +42,8 @@ class NonFiniteGuard:
         self._wrap_step()
 
     # -- per step: nothing synced -----------------------------------------------------------------
-    def _install_flag(self) -> None:
-        engine, opt = self.engine, self.engine.basic_optimizer
-        if not opt.defaults.get("fused"):
-            raise ValueError("the non-finite check at ZeRO 0 needs a fused torch optimizer (engine.make_optimizer)")
-        self.found = torch.zeros((), device=next(engine.module.parameters()).device)
+    def _install_clipping(self) -> None:
+        engine = self.engine
 
         def clip_and_keep_norm():
             """DeepSpeed's clip_fp32_gradients, keeping the norm it drops. torch's foreach clipping, not
@@ -54,13 +53,20 @@ class NonFiniteGuard:
             self.norm = torch.nn.utils.clip_grad_norm_(engine.module.parameters(), engine.gradient_clipping(),
                                                        foreach=True)
 
+        engine.clip_fp32_gradients = clip_and_keep_norm
+
+    def _install_flag(self) -> None:
+        engine, opt = self.engine, self.engine.basic_optimizer
+        if not opt.defaults.get("fused"):
+            raise ValueError("the non-finite check at ZeRO 0 needs a fused torch optimizer (engine.make_optimizer)")
+        self.found = torch.zeros((), device=next(engine.module.parameters()).device)
+
         def flag(optimizer, args, kwargs):
             norm = self.norm if self.norm is not None else grad_norm(optimizer)  # no clipping: nothing computed it
             self.norm = None
             self.found.copy_(~torch.isfinite(norm.reshape(-1)[0]))
             optimizer.found_inf, optimizer.grad_scale = self.found, None  # the fused step skips when set
 
-        engine.clip_fp32_gradients = clip_and_keep_norm
         opt.register_step_pre_hook(flag)
 
     def _wrap_step(self) -> None:
