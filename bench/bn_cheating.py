@@ -53,7 +53,8 @@ def overrides(data: Path, run_dir: Path, norm: str, s: Setting) -> list[str]:
     # one sequence per step: the BatchNorm batch is one chunk of consecutive frames of one video
     return [f"data.root={data}", f"run_dir={run_dir}", "name=bn-cheating", "task=anticipation",
             f"task.anticipation.horizon={s.horizon}", "data.batch_size=1", f"data.seq_len={s.seq_len}",
-            f"model.backbone={s.backbone}", "model.hidden=64", f"trainer.max_steps={s.steps}", f"trainer.checkpoint_every={s.steps}",
+            f"model.backbone={s.backbone}", "model.hidden=64", f"trainer.max_steps={s.steps}",
+            f"trainer.checkpoint_every={s.steps}",
             "trainer.lr=0.001", "trainer.warmup_steps=20", "trainer.log_every=50", "trainer.eval=false",
             "trainer.resume=none", "logging.mlflow.enabled=false", f"seed={s.seed}", *bn]
 

@@ -37,7 +37,8 @@ def bias_layers(report: dict, path: Path) -> Path:
     layers = report["layers"]
     names = list(layers)
     shares = {k: [layers[n]["percent"][k] for n in names] for k in ("dynamic", "static", "residual")}
-    fig, ax = _layer_bars(names, shares, 112, "% of the layer's dimensions", "static vs dynamic (raw s_dyn/s_stat above the bars)")
+    fig, ax = _layer_bars(names, shares, 112, "% of the layer's dimensions",
+                          "static vs dynamic (raw s_dyn/s_stat above the bars)")
     for i, n in enumerate(names):
         s = layers[n]["scores"]
         ax.text(i, 101, f"{s['dynamic']:.2f}/{s['static']:.2f}", ha="center", va="bottom", fontsize=7)
