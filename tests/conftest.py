@@ -3,6 +3,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -220,6 +221,25 @@ def kill_tree(pid: int) -> None:
     for p in procs:
         p.send_signal(signal.SIGKILL)
     psutil.wait_procs(procs, timeout=30)
+
+
+@contextmanager
+def paused(*pids: int):
+    """SIGSTOP processes and all their descendants, SIGCONT them on leaving: a job held still while a test acts
+    on it (a preemption, a server restart), so that a fast model cannot finish first."""
+    import psutil
+
+    procs = [q for pid in pids for q in (psutil.Process(pid), *psutil.Process(pid).children(recursive=True))]
+    for q in procs:
+        q.suspend()
+    try:
+        yield
+    finally:
+        for q in procs:
+            try:
+                q.resume()
+            except psutil.NoSuchProcess:
+                pass
 
 
 def logged_steps(run_dir: Path) -> list[int]:

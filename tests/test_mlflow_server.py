@@ -10,13 +10,12 @@ import json
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from framework.tracking.server import LocalServer
-from tests.conftest import PACED, REPO, run_training, tiny_overrides
+from tests.conftest import PACED, REPO, paused, run_training, tiny_overrides
 
 pytestmark = pytest.mark.mlflow_server
 
@@ -59,20 +58,6 @@ def steps_on_server(server, run_id: str | None, key: str = "train/loss") -> list
     if run_id is None or not server.answers():
         return []
     return [m.step for m in client(server).get_metric_history(run_id, key)]
-
-
-@contextmanager
-def paused(pid: int):
-    import psutil
-
-    procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
-    for p in procs:
-        p.suspend()
-    try:
-        yield
-    finally:
-        for p in procs:
-            p.resume()
 
 
 @pytest.fixture(scope="module")

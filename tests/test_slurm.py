@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import (PACED, REPO, SP_TOLERANCE, final_weights, global_relative_difference, sp_overrides,
+from tests.conftest import (REPO, SP_TOLERANCE, final_weights, global_relative_difference, paused, sp_overrides,
                             tiny_overrides)
 from tests.slurm_cluster import Cluster, ClusterUnavailable
 
 pytestmark = pytest.mark.slurm
-STEPS = 40  # long enough that the preemption (a few seconds of scheduling) lands mid-run
+STEPS = 40  # the tests that act on a running job hold its tasks still (SIGSTOP) while they do, so it is mid-run
 TIMEOUT_S = 60  # trainer.collective_timeout_s of the killed job; it bounds the rendezvous too (20 s failed at load 6)
 
 
@@ -60,7 +60,7 @@ def task_log(run_dir: Path, job: str, task: int, stream: str = "out") -> str:
 
 
 def dp_overrides(data: Path, run_dir: Path, *extra: str) -> list[str]:
-    return tiny_overrides(data, run_dir, PACED, f"trainer.max_steps={STEPS}", "trainer.checkpoint_every=1000",
+    return tiny_overrides(data, run_dir, f"trainer.max_steps={STEPS}", "trainer.checkpoint_every=1000",
                           "trainer.eval=false", *extra)
 
 
@@ -135,7 +135,13 @@ def test_preempted_two_node_job_requeues_resumes_and_ends_bitwise_identical(slur
     run_dir = tmp_path / "preempted"
     proc = launch(slurm, *dp_overrides(tiny_data, run_dir), nodes=2)
     wait_for_steps(proc, run_dir, 3)
-    slurm.run(["sbatch", "--partition=high", "--exclusive", "--ntasks=1", "--wrap=sleep 1"])
+    tasks = [task_pid(run_dir, task) for task in (0, 1)]
+    with paused(*tasks):  # held past step 3 until SLURM has scheduled the preemption and signalled both tasks
+        slurm.run(["sbatch", "--partition=high", "--exclusive", "--ntasks=1", "--wrap=sleep 1"])
+        deadline = time.time() + 120
+        while not all(signalled(pid, signal.SIGUSR2) for pid in tasks):
+            assert time.time() < deadline, "SLURM did not signal the preempted job's tasks"
+            time.sleep(0.2)
     out = finish(proc)
     assert proc.returncode == 0, out[-3000:]
     job = job_id(out)
@@ -158,15 +164,27 @@ def assert_one_mlflow_run_with_every_step(run_dir: Path) -> None:
 
 
 def task_pid(run_dir: Path, task: int) -> int | None:
-    """The pid of a running task of the job whose submitit folder lies in run_dir (on whichever node)."""
+    """The pid of a running task of the job whose submitit folder lies in run_dir (on whichever node): the
+    python process under slurmstepd, not the srun that started it (whose command line names the folder too)."""
     for proc in Path("/proc").iterdir():
         try:
-            if str(run_dir) in (proc / "cmdline").read_text() and \
+            argv = (proc / "cmdline").read_text().split("\0")
+            if Path(argv[0]).name != "srun" and "submitit.core._submit" in argv and str(run_dir) in argv[-2] and \
                     f"SLURM_PROCID={task}\0" in (proc / "environ").read_text(errors="replace"):
                 return int(proc.name)
-        except (OSError, ValueError):
+        except (OSError, ValueError, IndexError):
             continue
     return None
+
+
+def signalled(pid: int, sig: int) -> bool:
+    """sig waits at the stopped process pid, or pid runs again (SLURM sends SIGCONT with its signal)."""
+    try:
+        status = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    except FileNotFoundError:
+        return True
+    pending = int(status["ShdPnd"], 16) | int(status["SigPnd"], 16)
+    return bool(pending >> (sig - 1) & 1) or not status["State"].startswith("T")
 
 
 def test_a_rank_killed_on_one_node_stops_the_job_which_resumes_from_its_last_checkpoint(
@@ -176,7 +194,7 @@ def test_a_rank_killed_on_one_node_stops_the_job_which_resumes_from_its_last_che
     trainer.collective_timeout_s); the step ends, the log names the dead task, and the job requeues itself
     from its last checkpoint and ends with the uninterrupted run's weights."""
     run_dir = tmp_path / "killed"
-    proc = launch(slurm, *tiny_overrides(tiny_data, run_dir, PACED, f"trainer.max_steps={STEPS}",
+    proc = launch(slurm, *tiny_overrides(tiny_data, run_dir, f"trainer.max_steps={STEPS}",
                                          "trainer.checkpoint_every=5", "trainer.eval=false",
                                          f"trainer.collective_timeout_s={TIMEOUT_S}"), nodes=2)
     latest = run_dir / "checkpoints" / "latest"
@@ -184,8 +202,9 @@ def test_a_rank_killed_on_one_node_stops_the_job_which_resumes_from_its_last_che
     while not (latest.is_file() and latest.read_text().strip() >= "step00000010") or task_pid(run_dir, 1) is None:
         assert proc.poll() is None and time.time() < deadline, "the job did not reach its step-10 checkpoint"
         time.sleep(0.1)
-    os.kill(task_pid(run_dir, 1), signal.SIGKILL)
-    killed_at = time.time()
+    with paused(task_pid(run_dir, 0)):  # so that the run cannot end in the moment between seeing step 10 and the kill
+        os.kill(task_pid(run_dir, 1), signal.SIGKILL)
+        killed_at = time.time()
     job = next(p.name for p in (run_dir / "slurm").iterdir() if p.name.isdigit())  # submitit's folder: the job id
     log0 = run_dir / "slurm" / job / f"{job}_0_log.out"
     while "the job step ended abnormally" not in log0.read_text():
