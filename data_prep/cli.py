@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from framework.entry import entry_point
+
 from .report import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL
 
 
@@ -172,6 +174,7 @@ def _layout_args(p: argparse.ArgumentParser, phases: str | None) -> None:
     p.set_defaults(func=cmd_prepare)
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vt-prep", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

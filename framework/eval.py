@@ -8,7 +8,10 @@ import json
 import sys
 from pathlib import Path
 
+from .entry import entry_point
 
+
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vt-eval", description=__doc__)
     parser.add_argument("run_dir", type=Path)

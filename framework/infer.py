@@ -20,6 +20,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .entry import entry_point
+
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vt-infer", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -151,6 +153,7 @@ def relaunch(argv: list[str], nproc: int) -> int:
     return subprocess.call(cmd, env=local_env(nproc))
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     a, overrides = parser().parse_known_args(argv)

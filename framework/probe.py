@@ -17,6 +17,8 @@ import sys
 
 import torch
 
+from .entry import entry_point
+
 TOLERANCE = 1e-5
 
 
@@ -60,6 +62,7 @@ def format_report(report: dict) -> str:
     return "\n".join(rows)
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError, load_config
 

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .entry import entry_point
+
 PHASE_SETS = {"cholec80": "CHOLEC80_PHASES", "m2cai16": "M2CAI16_PHASES"}
 
 
@@ -104,6 +106,7 @@ def detection_lines(report: dict) -> list[str]:
     return lines
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
     from .metrics.detection import DetectionFileError

@@ -5,7 +5,10 @@ import os
 import sys
 import time
 
+from .entry import entry_point
 
+
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError, load_config
 

@@ -12,6 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from framework.entry import entry_point
+
 SLURM_ONLY = ("nodes", "gpus_per_node", "cpus_per_task", "mem_gb", "partition", "account", "qos", "constraint",
               "time", "max_requeues", "signal_delay", "sbatch", "setup", "log_dir", "wait")
 
@@ -66,6 +68,7 @@ def sbatch_dict(items: list[str]) -> dict:
     return out
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     args, overrides = parser().parse_known_args(argv)
     import shutil

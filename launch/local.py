@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import sys
 
+from framework.entry import entry_point
 from framework.tracking.credentials import redact
 
 
@@ -61,6 +62,7 @@ def run(points, nproc: int) -> int:
     return 0
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:  # kept: `python -m launch.local` predates launch.cli
     from .cli import main as cli_main
 

@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from framework.entry import entry_point
+
 from .job import ATTEMPT_MARK, LOST_PEER_EXIT, log
 
 
@@ -44,6 +46,7 @@ def deaths(stderr: Path) -> list[str]:
             if what.strip() != f"Exited with exit code {LOST_PEER_EXIT}"]
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     import submitit
     from submitit.core.utils import DelayedSubmission, JobPaths

@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench import fusion, static_dynamic
+from framework.entry import entry_point
 
 # Settings under which the directions held on seeds 0, 1 and 2 (docs/ANALYSIS.md): 128 training clips per task
 # (with 24, the 3D model memorised each video's texture and did not learn the motion), 300 steps (seconds
@@ -37,6 +38,7 @@ def probe(*args: str) -> int:
                            env=env)
 
 
+@entry_point
 def main(work: Path, seed: int = 0) -> None:
     out = {"static_dynamic": static_dynamic.run(work, replace(STATIC, seed=seed)),
            "fusion": fusion.run(work, replace(FUSION, seed=seed))}

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from framework.config import load_config
+from framework.entry import entry_point
 from framework.env import detect, init_distributed, shutdown
 from framework.trainer import Trainer
 
@@ -75,6 +76,7 @@ def passthrough(data: str, run_dir: str, env, device) -> None:
                       "tensors_trained": trained}), flush=True)
 
 
+@entry_point
 def main(data: str, run_dir: str) -> int:
     env = detect()
     device = init_distributed(env)

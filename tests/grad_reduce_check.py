@@ -16,6 +16,7 @@ import torch.distributed as dist
 from framework import grad_reduce
 from framework.config import load_config
 from framework.engine import build_engine
+from framework.entry import entry_point
 from framework.env import detect, init_distributed, shutdown
 from framework.models import build_model
 
@@ -48,6 +49,7 @@ def rank0(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+@entry_point
 def main() -> int:
     torch.set_num_threads(1)
     env = detect()

@@ -24,6 +24,7 @@ from types import SimpleNamespace
 
 from framework.config import Config, DataConfig, DeepSpeedConfig, ModelConfig
 from framework.engine import ds_config
+from framework.entry import entry_point
 from framework.env import detect, init_distributed, shutdown
 from framework.models import VideoModel
 from framework.models.heads import HEADS as HEAD_CLASSES, detach_state
@@ -182,6 +183,7 @@ def check(head: str, handoff: str, zero: int, topo: Topology, group) -> float:
     return worst
 
 
+@entry_point
 def main() -> int:
     torch.set_num_threads(1)
     env = detect()

@@ -24,6 +24,7 @@ import torch
 from framework import checkpoint
 from framework.config import load_config
 from framework.engine import build_engine
+from framework.entry import leave_quickly
 from framework.env import detect, init_distributed
 from framework.nonfinite import NonFiniteStop
 
@@ -158,4 +159,5 @@ if __name__ == "__main__":
     result = {"zero0_fp32": nonfinite(), "zero0_bf16": nonfinite("deepspeed.bf16=true"),
               "zero1_fp32": nonfinite("deepspeed.zero_stage=1"), "safe_loading": safe_loading(),
               "nan_pretrained": nan_pretrained_run(DATA)}
-    print(json.dumps(result))
+    print(json.dumps(result), flush=True)
+    leave_quickly()

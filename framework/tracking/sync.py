@@ -9,12 +9,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..entry import entry_point
 from . import credentials
 from .delivery import Delivery, configure_http, is_rejection
 from .mlflow_tracker import short
 from .outbox import OUTBOX, REJECTED, RunRecord, open_record
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vt-mlflow-sync", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path)
