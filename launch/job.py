@@ -46,14 +46,6 @@ class TrainJob:
         self.requeues = requeues  # how many times this job was requeued before this attempt
 
     def __call__(self) -> dict:
-        from framework.entry import leave_quickly
-
-        try:
-            return self._attempt()
-        finally:
-            leave_quickly()  # the task's process ends once submitit has written the result or requeued
-
-    def _attempt(self) -> dict:
         from framework import preempt, train
         from framework.checkpoint import newest
         from framework.config import load_config

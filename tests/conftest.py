@@ -53,12 +53,6 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slurm: jobs on a real single-machine SLURM cluster (tests/slurm_cluster.py)")
 
 
-def pytest_unconfigure(config):
-    from framework.entry import leave_quickly
-
-    leave_quickly()  # each xdist worker holds torch, DeepSpeed, MLflow...: seconds of shutdown otherwise
-
-
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """A small synthetic workflow dataset with shards: 6 train + 2 test videos of 50–90 sampled frames, with

@@ -24,7 +24,7 @@ import torch
 from framework import checkpoint
 from framework.config import load_config
 from framework.engine import build_engine
-from framework.entry import leave_quickly
+from framework.entry import leave
 from framework.env import detect, init_distributed
 from framework.nonfinite import NonFiniteStop
 
@@ -160,4 +160,4 @@ if __name__ == "__main__":
               "zero1_fp32": nonfinite("deepspeed.zero_stage=1"), "safe_loading": safe_loading(),
               "nan_pretrained": nan_pretrained_run(DATA)}
     print(json.dumps(result), flush=True)
-    leave_quickly()
+    leave()
