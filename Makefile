@@ -22,8 +22,9 @@ apt:
 	fi
 
 # uv installs the same pinned wheels as pip, downloading and compiling in parallel: 45-65 s instead of 150 s here.
-# (--compile-bytecode: with PYTHONDONTWRITEBYTECODE set, as on this machine, every process would compile torch.) `make INSTALLER=pip ...` uses pip alone (uv reads no pip.conf: a private index set
-# there needs pip, or UV_INDEX_URL); pip is also the fallback where uv itself cannot be installed.
+# (--compile-bytecode: with PYTHONDONTWRITEBYTECODE set, as on this machine, every process would compile torch.)
+# `make INSTALLER=pip ...` uses pip alone (uv reads no pip.conf: a private index set there needs pip, or
+# UV_INDEX_URL); pip is also the fallback where uv itself cannot be installed.
 INSTALLER ?= uv
 
 $(STAMP): setup.py | apt

@@ -155,7 +155,8 @@ def run_training(overrides: list[str], nproc: int = 2, timeout: int = 300, **pop
 # (GroupNorm, 40 steps of tiny_data in 3 s on 2 ranks here, 100 % held-out accuracy): ResNet-18 took 14 s and
 # checkpoints 15× the size, for the same code paths. (timm's test_resnet, BatchNorm turned into GroupNorm of
 # one channel per group, did not learn the phases in 40 steps.) The backbones' own tests build the real ones.
-# Tests that act on a job while it trains (preemption, a killed rank, a server outage) keep RESNET18's pace.
+# The MLflow outage test, which needs its job to keep training while a server stops and delivery resumes, keeps
+# ResNet-18's pace; the SLURM tests hold their jobs still (SIGSTOP, `paused`) while they preempt or kill a task.
 TINY_BACKBONE = "timm:test_efficientnet_gn"
 PACED = "model.backbone=resnet18"
 
