@@ -24,20 +24,19 @@ apt:
 # uv installs the same pinned wheels as pip, downloading and compiling in parallel: 45-65 s instead of 150 s here.
 # (--compile-bytecode: with PYTHONDONTWRITEBYTECODE set, as on this machine, every process would compile torch.)
 # `make INSTALLER=pip ...` uses pip alone (uv reads no pip.conf: a private index set there needs pip, or
-# UV_INDEX_URL); pip is also the fallback where uv itself cannot be installed.
+# UV_INDEX_URL); pip also takes over where uv cannot be installed or its install fails.
 INSTALLER ?= uv
+# torch first and pinned: an unpinned resolve drags in the newest CUDA build (several GB)
+install = $(1) torch==2.14.1 torchvision==0.29.1 && $(1) -e '.[test]'
 
 $(STAMP): setup.py | apt
 	$(PYTHON) -m venv $(VENV)
-	@if [ "$(INSTALLER)" = uv ] && $(BIN)/pip install -q uv; then \
-		install="$(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python"; \
+	@if [ "$(INSTALLER)" = uv ] && $(BIN)/pip install -q uv && echo "installing with uv" && \
+		$(call install,$(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python); then :; \
 	else \
-		$(BIN)/pip install -q --upgrade pip wheel setuptools && install="$(BIN)/pip install -q"; \
-	fi; \
-	echo "installing with $${install%% *}"; \
-	: torch first and pinned, an unpinned resolve drags in the newest CUDA build of several GB; \
-	$$install torch==2.14.1 torchvision==0.29.1 && \
-	$$install -e '.[test]'
+		echo "installing with pip" && $(BIN)/pip install -q --upgrade pip wheel setuptools && \
+		$(call install,$(BIN)/pip install -q); \
+	fi
 	touch $(STAMP)
 
 data/demo/manifest.json: | $(STAMP)
