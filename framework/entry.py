@@ -2,7 +2,7 @@
 
 A process that has imported torch, DeepSpeed, timm and MLflow holds millions of Python objects, and the
 interpreter's shutdown runs the cycle collector over all of them several times, only to free memory that the
-OS takes back anyway: 3 s of CPU per process here, paid by every rank of every job and waited for by its
+OS takes back anyway: seconds of CPU per process, paid by every rank of every job and waited for by its
 launcher. Freezing the objects out of the collector's reach instead is not safe: C++ objects the collector
 would have freed (gloo's threads among them) are then destroyed by libtorch's static destructors, and a
 joinable thread destroyed there aborts the process ("terminate called without an active exception").

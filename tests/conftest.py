@@ -213,12 +213,19 @@ def global_relative_difference(a: dict, b: dict) -> float:
     return ((fa - fb).norm() / fa.norm()).item()
 
 
-def kill_tree(pid: int) -> None:
-    """SIGKILL a process and all its descendants at once, as a node failure would. (torchrun starts its
-    workers in sessions of their own, so killing the process group is not enough.)"""
+def process_tree(pid: int) -> list:
+    """A process and all its descendants (psutil). torchrun starts its workers in sessions of their own, so
+    signalling the process group would not reach them."""
     import psutil
 
-    procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    return [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and all its descendants at once, as a node failure would."""
+    import psutil
+
+    procs = process_tree(pid)
     for p in procs:
         p.send_signal(signal.SIGKILL)
     psutil.wait_procs(procs, timeout=30)
@@ -230,7 +237,7 @@ def paused(*pids: int):
     on it (a preemption, a server restart), so that a fast model cannot finish first."""
     import psutil
 
-    procs = [q for pid in pids for q in (psutil.Process(pid), *psutil.Process(pid).children(recursive=True))]
+    procs = [q for pid in pids for q in process_tree(pid)]
     for q in procs:
         q.suspend()
     try:
