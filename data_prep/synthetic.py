@@ -126,7 +126,12 @@ def encode_video(path: Path, frames, fps: float, size: int) -> None:
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
         stream.width = stream.height = size
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "18", "preset": "veryfast"}
+        # no macroblock-tree rate control: with it, x264 now and then encoded the same frames to different
+        # bytes when other processes kept the cores busy (1 to 25 of 320 clips between two data sets made at
+        # once, so two runs of a benchmark trained on different data), and "same spec and seed → same videos"
+        # is promised (tests/test_synthetic.py). Its one thread, a lookahead thread of one, explicit timestamps
+        # or the conversion to YUV done here did not make it deterministic.
+        stream.options = {"crf": "18", "preset": "veryfast", "x264-params": "mbtree=0"}
         for arr in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
                 container.mux(packet)
