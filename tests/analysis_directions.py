@@ -24,7 +24,7 @@ STATIC = static_dynamic.Setting(
     **COMMON, steps=300, tsn_steps=15, pairs=256, backbone3d="fusion3d",
     kwargs3d={"widths": [8, 16, 32], "depths": [1, 1, 1], "architecture": ["ST", "ST", "ST"]},
     sd_p=0.5, sd_layers=(-2, -1), sd_every=50, bias_every=150)
-FUSION = fusion.Setting(**COMMON, steps=300, warmup=50, retrain_steps=20, widths=(8, 16, 32), depths=(1, 1, 1),
+FUSION = fusion.Setting(**COMMON, steps=300, warmup=50, retrain_steps=20, widths=(16, 16, 16), depths=(1, 1, 1),
                         length_scale=50.0, train_size=1000, rate_lr_scale=20.0, samples=8)
 
 

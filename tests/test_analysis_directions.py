@@ -65,8 +65,9 @@ def test_a_3d_model_that_learned_the_motion_task_is_dynamic_biased_at_its_last_s
 def test_static_dropout_moves_the_motion_model_toward_dynamic_where_it_was_static_biased(directions):
     """Compared with the same run (seed, data, steps) without StaticDropout, at each stage it drops channels of
     where the plain model is static-biased (here the penultimate one). At the last stage the plain model is
-    already dynamic-biased, with one or two static channels left after step 50: there StaticDropout lowered
-    the lean on the held-out clips on all three seeds (by 0.03 to 0.21, docs/ANALYSIS.md): not asserted."""
+    already dynamic-biased, with at most one or two static channels: there StaticDropout lowered the lean on the
+    held-out clips on seeds 1, 2 and 3 (by 0.07 to 0.38) and raised it on seeds 0 and 4 (docs/ANALYSIS.md):
+    not asserted."""
     plain, dropped = models(directions)["3d_motion"], models(directions)["3d_motion_static_dropout"]
     measured = dropped["static_dropout"]  # every re-measurement: the static channels of each stage it drops
     static_biased = [stage for stage in measured[0]["layers"] if lean(plain["layers"][stage]) < 0]
@@ -87,33 +88,26 @@ def st_lead(layer: dict) -> float:
     return layer["keep_temporal"] - layer["keep_spatial"]
 
 
-# The template's three gated layers run at 12², 6² and 3² (24² clips). The motion task's loss moves the rates of
-# the lower two; the top layer's stay near where the KL term alone takes them on both tasks (p ≈ 0.4–0.5) and
-# its ST lead on motion was +0.21 and +0.22 on seeds 1 and 2 but +0.06 and −0.01 in two runs of seed 0 (the
-# same seed does not give bitwise the same rates from machine to machine): only the lower two are asserted.
-# One layer's lead varies from run to run (layer 0 on motion: +0.16 to +0.45 here, +0.12 in a CI run, where
-# appearance's was +0.14: no relative gain in that layer), their mean less (motion +0.41 to +0.54, appearance
-# +0.12 to +0.21 in the runs of docs/ANALYSIS.md): per layer the direction, the margins on the mean.
-DECIDED = (0, 1)
-
-
+# The template's three gated layers (widths 16/16/16) run at 12², 6² and 3² (24² clips). With widths 8/16/32
+# the top layer's ST lead on motion was +0.02 to +0.22 (three seeds); with equal widths (the gated convs of the
+# reference's dense layers all have 128 outputs) +0.13 to +0.37 on seeds 0–4 (docs/ANALYSIS.md §4).
 def mean_st_lead(task: dict) -> float:
-    return sum(st_lead(task["layers"][i]) for i in DECIDED) / len(DECIDED)
+    return sum(st_lead(layer) for layer in task["layers"]) / len(task["layers"])
 
 
-def test_on_the_motion_task_st_is_favoured_below_the_top_layer_and_kept_by_the_best_sub_network(directions):
+def test_on_the_motion_task_st_is_favoured_in_every_layer_and_kept_by_the_best_sub_network(directions):
     t = fusion_task(directions, "motion")
-    for i in DECIDED:
-        layer = t["layers"][i]
+    for layer in t["layers"]:
         assert st_lead(layer) > 0 and layer["marginals"]["ST"] > layer["marginals"]["S"], layer
     assert mean_st_lead(t) > 0.2, t["layers"]
-    assert t["best"]["architecture"][DECIDED[-1]] in ("ST", "S+ST"), t["best"]
+    assert all(unit in ("ST", "S+ST") for unit in t["best"]["architecture"][1:]), t["best"]  # the higher layers
     assert t["fixed"]["ST"] >= 0.9 and t["fixed"]["S"] <= 0.7, t["fixed"]  # S-only cannot see the order
 
 
 def test_on_the_appearance_task_the_s_branches_gain_relative_to_the_motion_task(directions):
-    """Relative, not absolute: the ST branch (3×1×1) can do all the S branch (1×1×1) does, so on appearance
-    it keeps a lead too, only a smaller one (docs/ANALYSIS.md)."""
+    """Relative, as Zhou et al.'s Obs. III compares datasets (more S where scenes matter more than motion):
+    the ST branch (3×1×1) can do all the S branch (1×1×1) does, and on appearance it keeps a lead too, only a
+    smaller one (docs/ANALYSIS.md §4). On the mean over the layers: one layer's lead varies from run to run."""
     motion, appearance = fusion_task(directions, "motion"), fusion_task(directions, "appearance")
     assert appearance["template_top1"] >= 0.9 and appearance["fixed"]["S"] >= 0.9, appearance["fixed"]
     assert mean_st_lead(appearance) < mean_st_lead(motion) - 0.05, (motion["layers"], appearance["layers"])
