@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @dataclass(frozen=True)
 class Setting:
-    """The defaults: the small settings under which the directions held on three seeds (docs/ANALYSIS.md)."""
+    """The defaults: the small settings under which the directions held on five seeds (docs/ANALYSIS.md §4)."""
     steps: int = 300
     warmup: int = 50
     retrain_steps: int = 200

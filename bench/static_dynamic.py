@@ -11,7 +11,7 @@ rightward or leftward: both classes show the same set of frames, in opposite ord
   expected dynamic-biased where it decides (its last stage);
 - 3d_motion_static_dropout: the same with StaticDropout (an engineering design, framework/analysis/
   static_dropout.py) on the last two stages: expected to move toward dynamic (measured: the penultimate stage
-  does, the last, already dynamic, does not; docs/ANALYSIS.md §4).
+  does; on the last, already dynamic, its effect went either way: docs/ANALYSIS.md §4).
 Each model is probed on the held-out clips (all stages), and the 3D model's bias is also measured during
 training (analysis.bias_every) to show when it settles.
 
@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @dataclass(frozen=True)
 class Setting:
-    """The defaults are the small settings under which the directions held on three seeds, minutes on 2 CPU
+    """The defaults are the small settings under which the directions held on five seeds, minutes on 2 CPU
     cores (docs/ANALYSIS.md); e.g. --backbone3d r2plus1d_18 --kwargs3d '{}' is for a machine with a GPU."""
     steps: int = 300
     tsn_steps: int | None = 200  # the 2D models' steps (None: steps); their static bias does not depend on it

@@ -16,7 +16,7 @@ from pathlib import Path
 from bench import fusion, static_dynamic
 from framework.entry import entry_point
 
-# Settings under which the directions held on seeds 0, 1 and 2 (docs/ANALYSIS.md): 128 training clips per task
+# Settings under which the directions held on seeds 0 to 4 (docs/ANALYSIS.md §4): 128 training clips per task
 # (with 24, the 3D model memorised each video's texture and did not learn the motion), 300 steps (seconds
 # each here), the drop rates at 20× the lr (at 10× the top layer did not separate the two tasks).
 COMMON = dict(clips=160, test_clips=32, frames=8, size=24, batch=8, lr=3e-3, seed=0)

@@ -6,7 +6,7 @@ Data (`vt-prep synthetic --kind motion|appearance`): motion-only clips (a blob c
 rightward or leftward: the two classes show the same frames, in opposite orders) and appearance-only clips
 (stripes vs checkers, the motion random). The estimator and the gates are the reference's; what these tests
 choose is only the training (data size, steps, the drop rates' learning rate). The numbers these settings gave on
-three seeds are in docs/ANALYSIS.md ("What the directions tests assert").
+five seeds are in docs/ANALYSIS.md §4.
 """
 import json
 import subprocess
