@@ -127,8 +127,8 @@ def encode_video(path: Path, frames, fps: float, size: int) -> None:
         stream.width = stream.height = size
         stream.pix_fmt = "yuv420p"
         # no macroblock-tree rate control: with it, x264 now and then encoded the same frames to different
-        # bytes when other processes kept the cores busy (1 to 25 of 320 clips between two data sets made at
-        # once, so two runs of a benchmark trained on different data), and "same spec and seed → same videos"
+        # bytes when other processes kept the cores busy (1 to 27 of 160–320 clips between two data sets made
+        # at once, so two runs of a benchmark trained on different data), and "same spec and seed → same videos"
         # is promised (tests/test_synthetic.py). Its one thread, a lookahead thread of one, explicit timestamps
         # or the conversion to YUV done here did not make it deterministic.
         stream.options = {"crf": "18", "preset": "veryfast", "x264-params": "mbtree=0"}
