@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from bench.step_time import batches, framework_step, interleaved, plain_step
+from framework.entry import entry_point
 
 
 def measure(backbone: str, steps: int, warmup: int, threads: int) -> dict:
@@ -33,6 +34,7 @@ def measure(backbone: str, steps: int, warmup: int, threads: int) -> dict:
             "ratio": round(ours / plain, 3), "load_average": [round(load, 1), round(os.getloadavg()[0], 1)]}
 
 
+@entry_point
 def main() -> None:
     from bench.report import machine, write_section
     from framework.env import detect, init_distributed

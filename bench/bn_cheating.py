@@ -19,6 +19,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from framework.entry import entry_point
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -124,6 +125,7 @@ the same model has nothing to go on. GroupNorm normalises each frame on its own:
 """
 
 
+@entry_point
 def main() -> None:
     from bench.report import machine, write_section
 

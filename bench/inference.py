@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import torch
+from framework.entry import entry_point
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,6 +41,7 @@ def measure(fn, model, loader) -> float:
     return frames / (time.perf_counter() - start)
 
 
+@entry_point
 def main() -> None:
     from bench.report import machine, write_section
     from framework.config import load_config

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+from framework.entry import entry_point
 
 PHASES = ("backbone_forward", "relay", "backward", "optimizer")
 
@@ -87,6 +88,7 @@ def run(ranks: int, frames: int, steps: int, warmup: int, overrides: list[str], 
     return max(results, key=lambda r: r["step"])
 
 
+@entry_point
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--ranks", type=int, default=2)

@@ -24,6 +24,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from framework.entry import entry_point
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -189,6 +190,7 @@ Bias during training (`analysis.bias_every`), last stage, pairs of the training 
 """
 
 
+@entry_point
 def main() -> None:
     import os
 

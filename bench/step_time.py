@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import torch
+from framework.entry import entry_point
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -84,6 +85,7 @@ def plain_step(cfg):
     return step
 
 
+@entry_point
 def main() -> None:
     from bench.report import machine, write_section
     from framework.config import load_config
