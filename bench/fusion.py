@@ -26,8 +26,10 @@ import numpy as np
 
 from bench.static_dynamic import make_data, train
 from bench.static_dynamic import overrides as clip_overrides
+from framework.entry import entry_point
 
 REPO = Path(__file__).resolve().parents[1]
+OPTIMIZERS = {"adamw": "AdamW", "sgd": "SGD (momentum 0.9)"}
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class Setting:
     size: int = 24
     batch: int = 8
     lr: float = 3e-3
+    optimizer: str = "adamw"  # or sgd (momentum 0.9), the reference's
     length_scale: float = 50.0
     train_size: int = 1000
     rate_lr_scale: float = 20.0  # at 10 the rates moved less and the top layer did not separate the tasks
@@ -76,6 +79,18 @@ def fixed(model, tasks, cfg, unit: str) -> float:
             g.mode = m
 
 
+def initial_weight_norms(s: Setting) -> list:
+    """‖W‖² of the gated convs of a template as built (PyTorch's default init), to set against the trained ones."""
+    import torch
+
+    from framework.analysis import fusion
+    from framework.models.backbones.fusion3d import FusionTemplate
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(s.seed)
+        return fusion.weight_norms(FusionTemplate(s.widths, s.depths)).tolist()
+
+
 def one_task(work: Path, kind: str, s: Setting) -> dict:
     from framework.analysis import fusion
 
@@ -83,7 +98,7 @@ def one_task(work: Path, kind: str, s: Setting) -> dict:
     run_dir = work / f"run-template-{kind}"
     vdp = ["analysis.fusion.enabled=true", f"analysis.fusion.warmup_steps={s.warmup}",
            f"analysis.fusion.length_scale={s.length_scale}", f"analysis.fusion.train_size={s.train_size}",
-           "trainer.weight_decay=0"]
+           "trainer.weight_decay=0", f"trainer.optimizer={s.optimizer}"]
     trainer, report, seconds = train(run_dir, overrides(data, run_dir, s, s.steps, vdp))
     model, cfg = trainer.engine.module, trainer.cfg
     result = fusion.analyse(model, cfg, trainer.tasks, "test", s.samples, s.seed, "cpu")
@@ -94,7 +109,7 @@ def one_task(work: Path, kind: str, s: Setting) -> dict:
                                                           [fusion.overrides(best)[1]]))
     accs = [x["accuracy"] for x in result["samples"]]
     return {"template_top1": report["clip"]["top1"], "train_seconds": round(seconds, 1),
-            "layers": result["layers"],
+            "layers": result["layers"], "weight_sq_init": initial_weight_norms(s),
             "samples": {"min": min(accs), "mean": float(np.mean(accs)), "max": max(accs),
                         "correlation_accuracy_log_prob": result["correlation_accuracy_log_prob"]},
             "best": result["best"], "fixed": {u: fixed(model, trainer.tasks, cfg, u) for u in ("S", "ST", "S+ST")},
@@ -117,10 +132,11 @@ def section(r: dict, machine: str, load: str) -> str:
     s = r["setting"]
     rows, summary = [], []
     for kind, t in r["tasks"].items():
-        for layer in t["layers"]:
-            m = layer["marginals"]
+        for layer, (ws0, wt0) in zip(t["layers"], t["weight_sq_init"]):
+            m, w = layer["marginals"], layer["weight_sq"]
             rows.append(f"| {kind} | {layer['layer']} | {layer['p_spatial']:.3f} | {layer['p_temporal']:.3f} | "
-                        f"{m['S']:.2f} | {m['ST']:.2f} | {m['S+ST']:.2f} | {m['none']:.2f} | {layer['preferred']} |")
+                        f"{m['S']:.2f} | {m['ST']:.2f} | {m['S+ST']:.2f} | {m['none']:.2f} | {layer['preferred']} | "
+                        f"{ws0:.2f} → {w['spatial']:.3f} | {wt0:.2f} → {w['temporal']:.3f} |")
         f, sm = t["fixed"], t["samples"]
         summary.append(f"| {kind} | {t['template_top1']:.2f} | {sm['min']:.2f} / {sm['mean']:.2f} / {sm['max']:.2f} | "
                        f"{' '.join(t['best']['architecture'])} | {t['retrained_best_top1']:.2f} | {f['S']:.2f} | "
@@ -130,13 +146,15 @@ def section(r: dict, machine: str, load: str) -> str:
 Machine: {machine}; load while it ran: {load}. fusion3d template, widths {s['widths']}, depths {s['depths']}
 ({sum(s['depths'])} gated layers), on synthetic motion-only and appearance-only clips ({s['clips']} per task,
 {s['test_clips']} held out, {s['size']}², clips of {s['frames']} frames, batch {s['batch']}); {s['steps']} steps
-(the first {s['warmup']} with the gates off), AdamW lr {s['lr']}, weight decay 0, τ 0.2, p_init 0.1, KL with
+(the first {s['warmup']} with the gates off), {OPTIMIZERS[s['optimizer']]} lr {s['lr']}, weight decay 0, τ 0.2, p_init 0.1, KL with
 k = {s['length_scale']}, N = {s['train_size']}, the drop rates at {s['rate_lr_scale']}× the lr. {s['samples']} sub-networks sampled from the learned rates, scored on
 the held-out clips with the template's weights; the best retrained alone for {s['retrain_steps']} steps.
 Marginals: branch keep 1 − √p; unit marginals from independent branches (an inference, not the paper's formula).
+‖W‖²: the S (1×1×1) and T (3×1×1) branch convs of a template freshly built with these sizes (PyTorch's default
+init) → the trained one's, what the KL's weight term charges.
 
-| task | layer | p_S | p_T | P(S) | P(ST) | P(S+ST) | P(none) | preferred |
-|---|---|---|---|---|---|---|---|---|
+| task | layer | p_S | p_T | P(S) | P(ST) | P(S+ST) | P(none) | preferred | ‖W_S‖² | ‖W_T‖² |
+|---|---|---|---|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 
 | task | template top-1 | sampled top-1 min / mean / max | best sub-network | best retrained | fixed S | fixed ST | fixed S+ST | corr(top-1, log P) |
@@ -151,6 +169,7 @@ def _fmt(x) -> str:
     return "n/a (all equal)" if x is None else f"{x:.2f}"
 
 
+@entry_point
 def main() -> None:
     from bench.report import machine, write_section
 

@@ -127,10 +127,10 @@ def encode_video(path: Path, frames, fps: float, size: int) -> None:
         stream.width = stream.height = size
         stream.pix_fmt = "yuv420p"
         # no macroblock-tree rate control: with it, x264 now and then encoded the same frames to different
-        # bytes when other processes kept the cores busy (1 to 27 of 160–320 clips between two data sets made
-        # at once, so two runs of a benchmark trained on different data), and "same spec and seed → same videos"
-        # is promised (tests/test_synthetic.py). Its one thread, a lookahead thread of one, explicit timestamps
-        # or the conversion to YUV done here did not make it deterministic.
+        # bytes when other processes kept the cores busy (two runs of tests/analysis_directions.py at one seed
+        # trained on different videos), and "same spec and seed → same videos" is promised
+        # (tests/test_synthetic.py). One x264 thread, one lookahead thread, explicit timestamps or converting
+        # to YUV before the encoder did not make it deterministic.
         stream.options = {"crf": "18", "preset": "veryfast", "x264-params": "mbtree=0"}
         for arr in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):

@@ -114,6 +114,14 @@ def test_an_s_only_network_cannot_see_the_order_of_the_frames_and_an_st_network_
         assert torch.allclose(a, b, atol=1e-5) == invariant, arch
 
 
+def test_weight_norms_are_what_the_kl_weight_term_charges_per_branch():
+    net = FusionTemplate(widths=(4, 4), depths=(1, 1))
+    for layer in net.layers():
+        torch.nn.init.constant_(layer.s.weight, 0.5)  # 4×4 weights of a 1×1×1 conv: 16 × 0.25
+        torch.nn.init.constant_(layer.t.weight, 0.1)  # 4×4×3 of a 3×1×1 conv: 48 × 0.01
+    assert np.allclose(fusion.weight_norms(net), [[4.0, 0.48], [4.0, 0.48]])
+
+
 def test_marginals_from_one_minus_root_p_hand_computed():
     """p_s = 0.25, p_t = 0.04 → keep 1 − √p = 0.5, 0.8 → S 0.1, ST 0.4, S+ST 0.4, none 0.1."""
     (m,) = fusion.marginals(np.array([[0.25, 0.04]]))

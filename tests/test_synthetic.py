@@ -21,9 +21,8 @@ def test_generator_is_seeded(tmp_path):
 
 def test_the_same_frames_encode_to_the_same_bytes_on_a_busy_machine(tmp_path):
     """With x264's macroblock-tree rate control (its default), the same frames were now and then encoded to
-    different bytes when the cores were busy, so two runs of a benchmark trained on different data (1 to 27
-    of 160–320 clips differed between two data sets made at once). Before the fix this test failed in 7 of 10
-    runs (2 or more different files of the 100)."""
+    different bytes when the cores were busy, so two runs of a benchmark at one seed trained on different
+    videos. Before the fix this test failed in 7 of 10 runs (2 or more different files of the 100)."""
     frames = action_frames(ActionSpec(kind="motion", size=24), 0, np.random.default_rng(0))
     burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
     try:

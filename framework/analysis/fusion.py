@@ -46,6 +46,13 @@ def rates(net: FusionTemplate) -> np.ndarray:
     return np.array([[layer.gate_s.p.item(), layer.gate_t.p.item()] for layer in net.layers()])
 
 
+def weight_norms(net: FusionTemplate) -> np.ndarray:
+    """[layers, 2] ‖W‖² of each layer's spatial (1×1×1) and temporal (3×1×1) branch conv: what the KL's weight
+    term charges, (k/N)(1 − p)‖W‖². (A GroupNorm follows the branches' sum, so their scale is free.)"""
+    return np.array([[layer.s.weight.detach().float().pow(2).sum().item(),
+                      layer.t.weight.detach().float().pow(2).sum().item()] for layer in net.layers()])
+
+
 def marginals(p: np.ndarray) -> list[dict]:
     """Per layer: branch keep probabilities 1 − √p and the unit marginals (see MARGINALS)."""
     out = []
@@ -122,7 +129,10 @@ def analyse(model, cfg, tasks, split: str, samples: int, seed: int, device, prog
         for (g, _), m in zip(net.gates(), modes):
             g.mode = m
     best = max(results, key=lambda r: (r["accuracy"], r["log_prob"]))  # ties: the more probable one
-    return {"convention": MARGINALS, "split": split, "layers": marginals(p), "samples": results, "best": best,
+    layers = marginals(p)
+    for layer, (ws, wt) in zip(layers, weight_norms(net)):
+        layer["weight_sq"] = {"spatial": ws, "temporal": wt}
+    return {"convention": MARGINALS, "split": split, "layers": layers, "samples": results, "best": best,
             "correlation_accuracy_log_prob": _correlation([r["log_prob"] for r in results],
                                                           [r["accuracy"] for r in results])}
 
